@@ -1,0 +1,99 @@
+# mmproxy: see README. `make` builds, `make test` runs every test,
+# `make fuzz` runs the parser fuzzer, `make bench` the benchmark.
+
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+CC ?= cc
+CLANG ?= clang
+FUZZ_SECONDS ?= 60
+
+WARNINGS = -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wvla
+HARDENING = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+LDHARDENING = -pie -Wl,-z,relro,-z,now
+PURE_WARNINGS = -Wconversion
+# `make test` and CI add -Werror; a user's plain `make` never fails on a warning.
+ifeq ($(WERROR),1)
+WARNINGS += -Werror
+endif
+
+BASE_CFLAGS = -std=gnu11 -O2 -g $(WARNINGS) $(HARDENING)
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(LDHARDENING) $(LDFLAGS)
+SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+-include config.mak
+
+HELPERS = tests/helpers/backend tests/helpers/ppclient
+UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
+BENCH = tests/bench/loadgen tests/bench/echo
+
+.PHONY: all test test-programs asan fuzz bench install clean format
+
+all: mmproxy
+
+mmproxy: mmproxy.o proxyhdr.o subnets.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
+
+mmproxy.o: mmproxy.c proxyhdr.h subnets.h
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+proxyhdr.o: proxyhdr.c proxyhdr.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+subnets.o: subnets.c subnets.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+# A sanitizer build of mmproxy that the end-to-end tests can run instead
+# (MMPROXY=./mmproxy-asan make test).
+asan: mmproxy-asan
+mmproxy-asan: mmproxy.c proxyhdr.c subnets.c proxyhdr.h subnets.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ mmproxy.c proxyhdr.c subnets.c $(CFLAGS) $(LDFLAGS)
+
+# Unit tests always run under ASan and UBSan.
+tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< proxyhdr.c $(CFLAGS) $(LDFLAGS)
+
+tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< subnets.c $(CFLAGS) $(LDFLAGS)
+
+# Replays the kept fuzz corpus in `make test` without needing clang.
+tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c proxyhdr.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c $(CFLAGS) $(LDFLAGS)
+
+tests/fuzz/fuzz_proxyhdr: tests/fuzz/fuzz_proxyhdr.c proxyhdr.c proxyhdr.h
+	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ tests/fuzz/fuzz_proxyhdr.c proxyhdr.c
+
+tests/helpers/%: tests/helpers/%.c proxyhdr.c proxyhdr.h
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< proxyhdr.c $(ALL_LDFLAGS)
+
+tests/bench/%: tests/bench/%.c proxyhdr.c proxyhdr.h
+	$(CC) $(ALL_CFLAGS) -I. -o $@ $< proxyhdr.c $(ALL_LDFLAGS)
+
+test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr $(HELPERS) $(BENCH)
+
+test:
+	$(MAKE) WERROR=1 test-programs
+	tests/run
+
+fuzz: tests/fuzz/fuzz_proxyhdr
+	mkdir -p tests/fuzz/work
+	tests/fuzz/fuzz_proxyhdr -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		-dict=tests/fuzz/proxyhdr.dict tests/fuzz/work tests/fuzz/corpus
+
+bench: mmproxy $(BENCH)
+	tests/bench/run
+
+install: mmproxy
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 755 mmproxy $(DESTDIR)$(SBINDIR)/mmproxy
+	install -m 644 mmproxy.8 $(DESTDIR)$(MANDIR)/man8/mmproxy.8
+
+format:
+	clang-format -i *.c *.h tests/unit/*.c tests/fuzz/*.c tests/helpers/*.c tests/bench/*.c
+
+clean:
+	rm -f mmproxy mmproxy-asan *.o $(UNIT_TESTS) $(HELPERS) $(BENCH) \
+		tests/fuzz/fuzz_proxyhdr tests/fuzz/replay_proxyhdr
+	rm -rf tests/fuzz/work
