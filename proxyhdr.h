@@ -102,7 +102,7 @@ const char *proxyhdr_strerror(enum proxyhdr_error error);
 
 /*
  * Find the first TLV of the given type in a header parse()d from buf.
- * Returns 1 and sets *value/*value_len when found, 0 when absent.
+ * Returns 1 and sets *value and *value_len when found, 0 when absent.
  */
 int proxyhdr_find_tlv(const uint8_t *buf, const struct proxyhdr *header,
 		      uint8_t type, const uint8_t **value, size_t *value_len);
