@@ -34,7 +34,9 @@ struct subnets_error {
 
 /*
  * Called once per line whose address had bits set past the prefix (the entry
- * is kept, masked). text is the trimmed line. May be NULL.
+ * is kept, masked). text is the entry without its comment, escaped like
+ * subnets_error.text; reason reads "host bits set past /24; using
+ * 10.0.0.0/24". May be NULL.
  */
 typedef void subnets_warn_fn(void *context, size_t line, const char *text,
 			     const char *reason);
@@ -44,7 +46,12 @@ typedef void subnets_warn_fn(void *context, size_t line, const char *text,
  * and '#' comments allowed (also after an entry), surrounding white space
  * ignored. Returns 0 and appends to *table, or -1 with *error filled (table
  * then holds nothing: it is freed and zeroed). *table must start zeroed or
- * hold a previous result.
+ * hold a previous result; error must not be NULL.
+ *
+ * A bare address is a /32 or /128. A prefix length is plain decimal ("/08",
+ * "/+8" are errors). A NUL byte is an error. A text with no entry at all is
+ * an error ("no subnets in file", line 0): an empty list would refuse every
+ * connection without saying why.
  */
 int subnets_parse(const char *text, size_t len, struct subnets *table,
 		  struct subnets_error *error, subnets_warn_fn *warn,
@@ -55,7 +62,13 @@ int subnets_load(const char *path, struct subnets *table,
 		 struct subnets_error *error, subnets_warn_fn *warn,
 		 void *warn_context);
 
-/* Does the table hold addr? An IPv4-mapped IPv6 addr (::ffff:a.b.c.d) matches IPv4 entries. */
+/*
+ * Does the table hold addr? An IPv4-mapped IPv6 addr (::ffff:a.b.c.d), as a
+ * dual-stack socket reports an IPv4 peer, matches IPv4 entries (and IPv6
+ * entries as itself). The reverse does not hold: an AF_INET addr matches only
+ * IPv4 entries, never ::ffff:0:0/96, so write IPv4 ranges as IPv4. Other
+ * families, and a NULL table or addr, match nothing.
+ */
 int subnets_contains(const struct subnets *table, const struct sockaddr *addr);
 
 void subnets_free(struct subnets *table);
