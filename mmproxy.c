@@ -1,0 +1,1736 @@
+/*
+ * mmproxy: unwrap the PROXY protocol for applications that cannot speak it.
+ *
+ * A load balancer connects and sends a PROXY header naming the real client.
+ * mmproxy checks that the load balancer is allowed, opens a connection to the
+ * local application from the client's own address and port (IP_TRANSPARENT),
+ * and relays bytes both ways until both sides are done. Policy routing (see
+ * README) brings the application's replies back to this host's loopback.
+ *
+ * One process per connection: a small accept loop forks, or inetd/systemd
+ * hand us the connection on fd 0 or fd 3. UDP is a separate long-lived mode.
+ *
+ * The file follows the data: options, logging, launch modes, then the life of
+ * one connection (allow, header, spoofed connect, relay), then UDP.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxyhdr.h"
+#include "subnets.h"
+
+#define MMPROXY_VERSION "1.0.0"
+
+/* Exit codes: 0 done (a refused connection is a job done), 1 system failure, 2 usage or config. */
+enum { EXIT_SYSTEM = 1, EXIT_USAGE = 2 };
+
+enum protocol { PROTOCOL_TCP, PROTOCOL_UDP };
+
+struct options {
+	struct sockaddr_storage listen_addr;
+	struct sockaddr_storage target4;
+	struct sockaddr_storage target6;
+	bool listen_given;
+	const char *subnets_path;
+	bool mark_given;
+	uint32_t mark;
+	int verbosity;
+	enum protocol protocol;
+	unsigned listeners;
+	unsigned max_connections;
+	int header_timeout_ms;
+	int connect_timeout_ms;
+	unsigned close_after_s;
+	unsigned max_flows;
+	bool port_fallback;
+	bool dynamic_destination;
+	bool listen_transparent;
+	bool force_inetd;
+};
+
+/* ---- logging ---------------------------------------------------------- */
+
+/*
+ * The one piece of process-wide state: where log lines go, chosen once at
+ * start. Under xinetd, or systemd Accept=yes with StandardError=socket, fd 2
+ * is the client's own socket, and a log line there would corrupt the stream.
+ */
+static struct {
+	bool use_syslog;
+	int verbosity;
+} logger = {false, 1};
+
+enum { LOG_LEVEL_QUIET = 0, LOG_LEVEL_ERRORS = 1, LOG_LEVEL_CONNECTIONS = 2 };
+
+__attribute__((format(printf, 2, 3))) static void log_msg(int priority,
+							   const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int saved_errno = errno;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (logger.use_syslog) {
+		syslog(priority, "%s", line);
+	} else {
+		char out[1100];
+		int n = snprintf(out, sizeof out, "mmproxy[%ld]: %s\n",
+				 (long)getpid(), line);
+		if (n > 0) {
+			size_t len = (size_t)n < sizeof out ? (size_t)n
+							    : sizeof out - 1;
+			/* A failed log write has nowhere to be reported. */
+			ssize_t ignored = write(STDERR_FILENO, out, len);
+			(void)ignored;
+		}
+	}
+	errno = saved_errno;
+}
+
+/* Per-connection messages: shown from -v 1, the connection summary from -v 2. */
+#define log_error(...)                                                         \
+	do {                                                                   \
+		if (logger.verbosity >= LOG_LEVEL_ERRORS)                      \
+			log_msg(LOG_WARNING, __VA_ARGS__);                     \
+	} while (0)
+
+/* Start-up failures are printed whatever the verbosity, then we exit. */
+__attribute__((format(printf, 2, 3), noreturn)) static void
+die(int status, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (logger.use_syslog)
+		syslog(LOG_ERR, "%s", line);
+	else
+		fprintf(stderr, "mmproxy: %s\n", line);
+	exit(status);
+}
+
+/* Allows one message per interval and counts what it held back. */
+struct rate_limit {
+	time_t last;
+	unsigned suppressed;
+};
+
+static bool rate_limit_allows(struct rate_limit *limit, time_t interval_s)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (limit->last != 0 && now.tv_sec - limit->last < interval_s) {
+		limit->suppressed++;
+		return false;
+	}
+	limit->last = now.tv_sec;
+	return true;
+}
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* "1.2.3.4:80" or "[::1]:80"; IPv4-mapped IPv6 shown as IPv4. */
+static const char *format_address(const struct sockaddr_storage *addr,
+				  char *out, size_t size)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (addr->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)addr;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+		snprintf(out, size, "%s:%u", host, ntohs(in->sin_port));
+	} else if (addr->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)addr;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host,
+				  sizeof host);
+			snprintf(out, size, "%s:%u", host,
+				 ntohs(in6->sin6_port));
+		} else {
+			inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+			snprintf(out, size, "[%s]:%u", host,
+				 ntohs(in6->sin6_port));
+		}
+	} else {
+		snprintf(out, size, "-");
+	}
+	return out;
+}
+
+#define ADDRESS_TEXT_SIZE (INET6_ADDRSTRLEN + 10)
+
+/* ---- options ---------------------------------------------------------- */
+
+static const char usage_text[] =
+	"usage: mmproxy [-l ADDR:PORT] [-4 ADDR:PORT] [-6 [ADDR]:PORT]\n"
+	"               [--allowed-subnets FILE] [--mark N] [-v 0|1|2] [-q]\n"
+	"               [-p tcp|udp] [--listeners N] [--max-connections N]\n"
+	"               [--header-timeout S] [--connect-timeout S]\n"
+	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
+	"               [--dynamic-destination] [--listen-transparent]\n"
+	"               [--inetd] [-h] [--version]\n";
+
+static const char help_text[] =
+	"\n"
+	"Unwraps the PROXY protocol (v1 and v2) and connects to the local\n"
+	"application from the real client's address and port.\n"
+	"\n"
+	"  -l ADDR:PORT             listen here (default 0.0.0.0:8443); without -l,\n"
+	"                           a connected socket on fd 0 means inetd mode\n"
+	"  -4 ADDR:PORT             target for IPv4 clients (default 127.0.0.1:443)\n"
+	"  -6 [ADDR]:PORT           target for IPv6 clients (default [::1]:443)\n"
+	"  --allowed-subnets FILE   load balancer networks allowed to connect, one\n"
+	"                           CIDR per line (default: every peer, with a warning)\n"
+	"  --mark N                 SO_MARK for connections to the target (default none)\n"
+	"  -v N                     0 quiet, 1 per-connection errors (default),\n"
+	"                           2 one line per connection; -v with no number\n"
+	"                           (cloudflare mmproxy's flag) means 2\n"
+	"  -q, --quiet              the same as -v 0\n"
+	"  -p tcp|udp               protocol (default tcp)\n"
+	"  --listeners N            accept processes on SO_REUSEPORT sockets (default 1)\n"
+	"  --max-connections N      live connections at most, shared among the\n"
+	"                           listeners; more wait in the backlog (default 0: no cap)\n"
+	"  --header-timeout S       wait this long for the PROXY header (default 5)\n"
+	"  --connect-timeout S      wait this long for the target (default 5)\n"
+	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
+	"  --max-flows N            UDP: live flows at most (default 65536)\n"
+	"  --port-fallback          when the client's port is taken locally, keep its\n"
+	"                           address with an ephemeral port\n"
+	"  --dynamic-destination    connect to the destination named in the header\n"
+	"  --listen-transparent     set IP_TRANSPARENT on the listening socket\n"
+	"  --inetd                  the connection is fd 0 (xinetd, systemd Accept=yes)\n"
+	"  -h, --help               this text\n"
+	"  --version                print the version\n"
+	"\n"
+	"Also accepted, for command lines written for cloudflare mmproxy or\n"
+	"go-mmproxy: one or two dashes on every long option; -a and\n"
+	"--allowed-networks for --allowed-subnets; -m for --mark; --listen-addr,\n"
+	"--target-addr4, --target-addr6 for -l, -4, -6; --verbose for -v 2;\n"
+	"-t/--table N, --do-not-sandbox and --force-real-client-port are ignored.\n";
+
+enum option_id {
+	OPT_LISTEN,
+	OPT_TARGET4,
+	OPT_TARGET6,
+	OPT_SUBNETS,
+	OPT_MARK,
+	OPT_VERBOSE,
+	OPT_QUIET,
+	OPT_TABLE,
+	OPT_PROTOCOL,
+	OPT_LISTENERS,
+	OPT_MAX_CONNECTIONS,
+	OPT_HEADER_TIMEOUT,
+	OPT_CONNECT_TIMEOUT,
+	OPT_CLOSE_AFTER,
+	OPT_MAX_FLOWS,
+	OPT_PORT_FALLBACK,
+	OPT_DYNAMIC_DESTINATION,
+	OPT_LISTEN_TRANSPARENT,
+	OPT_INETD,
+	OPT_IGNORED_FLAG,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+struct option_name {
+	const char *name;
+	enum option_id id;
+	bool takes_value;
+};
+
+static const struct option_name option_names[] = {
+	{"l", OPT_LISTEN, true},
+	{"listen", OPT_LISTEN, true},
+	{"listen-addr", OPT_LISTEN, true},
+	{"4", OPT_TARGET4, true},
+	{"target-addr4", OPT_TARGET4, true},
+	{"6", OPT_TARGET6, true},
+	{"target-addr6", OPT_TARGET6, true},
+	{"allowed-subnets", OPT_SUBNETS, true},
+	{"a", OPT_SUBNETS, true},
+	{"allowed-networks", OPT_SUBNETS, true},
+	{"mark", OPT_MARK, true},
+	{"m", OPT_MARK, true},
+	{"v", OPT_VERBOSE, false},
+	{"verbose", OPT_VERBOSE, false},
+	{"q", OPT_QUIET, false},
+	{"quiet", OPT_QUIET, false},
+	{"t", OPT_TABLE, true},
+	{"table", OPT_TABLE, true},
+	{"p", OPT_PROTOCOL, true},
+	{"listeners", OPT_LISTENERS, true},
+	{"max-connections", OPT_MAX_CONNECTIONS, true},
+	{"header-timeout", OPT_HEADER_TIMEOUT, true},
+	{"connect-timeout", OPT_CONNECT_TIMEOUT, true},
+	{"close-after", OPT_CLOSE_AFTER, true},
+	{"max-flows", OPT_MAX_FLOWS, true},
+	{"port-fallback", OPT_PORT_FALLBACK, false},
+	{"dynamic-destination", OPT_DYNAMIC_DESTINATION, false},
+	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
+	{"inetd", OPT_INETD, false},
+	{"do-not-sandbox", OPT_IGNORED_FLAG, false},
+	{"force-real-client-port", OPT_IGNORED_FLAG, false},
+	{"h", OPT_HELP, false},
+	{"help", OPT_HELP, false},
+	{"version", OPT_VERSION, false},
+};
+
+__attribute__((format(printf, 1, 2), noreturn)) static void
+usage_error(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "mmproxy: %s (see mmproxy --help)\n", line);
+	exit(EXIT_USAGE);
+}
+
+/* The one number parser: decimal, no sign, within [min, max]. */
+static unsigned long parse_number(const char *option, const char *text,
+				  unsigned long min, unsigned long max)
+{
+	char *end;
+	unsigned long value;
+
+	errno = 0;
+	if (text[0] < '0' || text[0] > '9')
+		usage_error("%s: \"%s\": not a number from %lu to %lu", option,
+			    text, min, max);
+	value = strtoul(text, &end, 10);
+	if (errno != 0 || *end != '\0' || value < min || value > max)
+		usage_error("%s: \"%s\": not a number from %lu to %lu", option,
+			    text, min, max);
+	return value;
+}
+
+/*
+ * "1.2.3.4:80", "[2001:db8::1]:80" or ":80" (any IPv4 address). Numeric
+ * only: a name lookup at start would make the program depend on DNS.
+ */
+static int parse_address(const char *text, struct sockaddr_storage *out)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port_text;
+	size_t host_len;
+	char *end;
+	unsigned long port;
+
+	memset(out, 0, sizeof *out);
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		host_len = (size_t)(close - text - 1);
+		if (host_len >= sizeof host)
+			return -1;
+		memcpy(host, text + 1, host_len);
+		port_text = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+		if (colon == NULL)
+			return -1;
+		host_len = (size_t)(colon - text);
+		if (host_len >= sizeof host)
+			return -1;
+		memcpy(host, text, host_len);
+		port_text = colon + 1;
+	}
+	host[host_len] = '\0';
+	if (port_text[0] < '0' || port_text[0] > '9')
+		return -1;
+	errno = 0;
+	port = strtoul(port_text, &end, 10);
+	if (errno != 0 || *end != '\0' || port > 65535)
+		return -1;
+
+	struct sockaddr_in *in = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+	if (text[0] != '[' && (host_len == 0 ||
+			       inet_pton(AF_INET, host, &in->sin_addr) == 1)) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)port);
+		return 0;
+	}
+	if (text[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		return 0;
+	}
+	return -1;
+}
+
+static void parse_address_option(const char *option, const char *text,
+				 struct sockaddr_storage *out)
+{
+	if (parse_address(text, out) != 0)
+		usage_error("%s: \"%s\": not ADDR:PORT or [IPV6]:PORT with a "
+			    "numeric address",
+			    option, text);
+}
+
+static const struct option_name *find_option(const char *name,
+					     size_t name_len)
+{
+	for (size_t i = 0; i < sizeof option_names / sizeof option_names[0];
+	     i++) {
+		if (strlen(option_names[i].name) == name_len &&
+		    memcmp(option_names[i].name, name, name_len) == 0)
+			return &option_names[i];
+	}
+	return NULL;
+}
+
+static bool is_verbosity_level(const char *text)
+{
+	return text != NULL && text[0] >= '0' && text[0] <= '9';
+}
+
+static void set_defaults(struct options *opts)
+{
+	memset(opts, 0, sizeof *opts);
+	parse_address("0.0.0.0:8443", &opts->listen_addr);
+	parse_address("127.0.0.1:443", &opts->target4);
+	parse_address("[::1]:443", &opts->target6);
+	opts->verbosity = LOG_LEVEL_ERRORS;
+	opts->protocol = PROTOCOL_TCP;
+	opts->listeners = 1;
+	opts->header_timeout_ms = 5000;
+	opts->connect_timeout_ms = 5000;
+	opts->close_after_s = 60;
+	opts->max_flows = 65536;
+}
+
+static void apply_option(struct options *opts, const struct option_name *opt,
+			 const char *shown, const char *value)
+{
+	switch (opt->id) {
+	case OPT_LISTEN:
+		parse_address_option(shown, value, &opts->listen_addr);
+		opts->listen_given = true;
+		break;
+	case OPT_TARGET4:
+		parse_address_option(shown, value, &opts->target4);
+		if (opts->target4.ss_family != AF_INET)
+			usage_error("%s: \"%s\": not an IPv4 address", shown,
+				    value);
+		break;
+	case OPT_TARGET6:
+		parse_address_option(shown, value, &opts->target6);
+		break;
+	case OPT_SUBNETS:
+		opts->subnets_path = value;
+		break;
+	case OPT_MARK:
+		opts->mark = (uint32_t)parse_number(shown, value, 0, UINT32_MAX);
+		opts->mark_given = true;
+		break;
+	case OPT_VERBOSE:
+		opts->verbosity = value == NULL
+					  ? LOG_LEVEL_CONNECTIONS
+					  : (int)parse_number(shown, value, 0, 2);
+		break;
+	case OPT_QUIET:
+		opts->verbosity = LOG_LEVEL_QUIET;
+		break;
+	case OPT_TABLE:
+		parse_number(shown, value, 0, UINT32_MAX);
+		break;
+	case OPT_PROTOCOL:
+		if (strcmp(value, "tcp") == 0)
+			opts->protocol = PROTOCOL_TCP;
+		else if (strcmp(value, "udp") == 0)
+			opts->protocol = PROTOCOL_UDP;
+		else
+			usage_error("%s: \"%s\": not tcp or udp", shown, value);
+		break;
+	case OPT_LISTENERS:
+		opts->listeners = (unsigned)parse_number(shown, value, 1, 256);
+		break;
+	case OPT_MAX_CONNECTIONS:
+		opts->max_connections =
+			(unsigned)parse_number(shown, value, 0, 1000000);
+		break;
+	case OPT_HEADER_TIMEOUT:
+		opts->header_timeout_ms =
+			(int)parse_number(shown, value, 1, 3600) * 1000;
+		break;
+	case OPT_CONNECT_TIMEOUT:
+		opts->connect_timeout_ms =
+			(int)parse_number(shown, value, 1, 3600) * 1000;
+		break;
+	case OPT_CLOSE_AFTER:
+		opts->close_after_s =
+			(unsigned)parse_number(shown, value, 1, 86400);
+		break;
+	case OPT_MAX_FLOWS:
+		opts->max_flows =
+			(unsigned)parse_number(shown, value, 1, 1000000);
+		break;
+	case OPT_PORT_FALLBACK:
+		opts->port_fallback = true;
+		break;
+	case OPT_DYNAMIC_DESTINATION:
+		opts->dynamic_destination = true;
+		break;
+	case OPT_LISTEN_TRANSPARENT:
+		opts->listen_transparent = true;
+		break;
+	case OPT_INETD:
+		opts->force_inetd = true;
+		break;
+	case OPT_IGNORED_FLAG:
+		break;
+	case OPT_HELP:
+		printf("%s%s", usage_text, help_text);
+		exit(0);
+	case OPT_VERSION:
+		printf("mmproxy %s\n", MMPROXY_VERSION);
+		exit(0);
+	}
+}
+
+/*
+ * Options take one or two dashes (go-mmproxy uses Go's flag package, which
+ * takes both) and a value as the next word or after '='. -v is the one
+ * option whose value is optional: go-mmproxy reads "-v 2", cloudflare
+ * mmproxy reads "-v" as a flag; a following word that is a number decides.
+ */
+static void parse_options(int argc, char **argv, struct options *opts)
+{
+	set_defaults(opts);
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		if (arg[0] != '-' || arg[1] == '\0')
+			usage_error("unexpected argument \"%s\"", arg);
+		const char *name = arg + (arg[1] == '-' ? 2 : 1);
+		const char *equals = strchr(name, '=');
+		size_t name_len = equals ? (size_t)(equals - name) : strlen(name);
+		const struct option_name *opt = find_option(name, name_len);
+		if (opt == NULL)
+			usage_error("unknown option \"%s\"", arg);
+
+		const char *value = equals ? equals + 1 : NULL;
+		if (opt->id == OPT_VERBOSE) {
+			if (value == NULL && is_verbosity_level(argv[i + 1]))
+				value = argv[++i];
+		} else if (opt->takes_value && value == NULL) {
+			if (i + 1 >= argc)
+				usage_error("%s needs a value", arg);
+			value = argv[++i];
+		} else if (!opt->takes_value && value != NULL) {
+			usage_error("%.*s takes no value", (int)(equals - arg),
+				    arg);
+		}
+		apply_option(opts, opt, arg, value);
+	}
+}
+
+/* ---- allowed subnets --------------------------------------------------- */
+
+static void warn_masked_subnet(void *context, size_t line, const char *text,
+			       const char *reason)
+{
+	const char *path = context;
+	log_msg(LOG_WARNING, "%s:%zu: \"%s\": %s", path, line, text, reason);
+}
+
+/* Fail closed: a file that cannot be used stops mmproxy; it never allows all. */
+static void load_allowed_subnets(const char *path, struct subnets *table)
+{
+	struct subnets_error error;
+
+	memset(table, 0, sizeof *table);
+	if (subnets_load(path, table, &error, warn_masked_subnet,
+			 (void *)path) != 0) {
+		if (error.line == 0)
+			die(EXIT_USAGE, "%s: %s", path, error.reason);
+		die(EXIT_USAGE, "%s:%zu: \"%s\": %s", path, error.line,
+		    error.text, error.reason);
+	}
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+static socklen_t address_length(const struct sockaddr_storage *addr)
+{
+	return addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in);
+}
+
+static int set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0)
+		return -1;
+	return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static int set_int_option(int fd, int level, int name, int value)
+{
+	return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+static bool is_socket_of_type(int fd, int type)
+{
+	int actual;
+	socklen_t len = sizeof actual;
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &actual, &len) == 0 &&
+	       actual == type;
+}
+
+static bool is_listening_socket(int fd)
+{
+	int listening;
+	socklen_t len = sizeof listening;
+
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) ==
+		       0 &&
+	       listening;
+}
+
+static bool is_connected_stream_socket(int fd)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof peer;
+
+	return is_socket_of_type(fd, SOCK_STREAM) && !is_listening_socket(fd) &&
+	       getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
+}
+
+/* An IPv4 or IPv6 socket: writing a log line there would reach a client. */
+static bool is_network_socket(int fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof local;
+
+	if (getsockname(fd, (struct sockaddr *)&local, &len) != 0)
+		return false;
+	return local.ss_family == AF_INET || local.ss_family == AF_INET6;
+}
+
+/* Close with a RST rather than a FIN, so the other side sees an abort. */
+static void close_with_reset(int fd)
+{
+	struct linger linger = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
+	close(fd);
+}
+
+static int open_listener(const struct options *opts, bool reuse_port)
+{
+	char text[ADDRESS_TEXT_SIZE];
+	const struct sockaddr_storage *addr = &opts->listen_addr;
+	int type = opts->protocol == PROTOCOL_UDP ? SOCK_DGRAM : SOCK_STREAM;
+	int fd = socket(addr->ss_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	format_address(addr, text, sizeof text);
+	if (fd < 0)
+		die(EXIT_SYSTEM, "socket for %s: %s", text, strerror(errno));
+	if (set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0 ||
+	    (reuse_port &&
+	     set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0))
+		die(EXIT_SYSTEM, "setsockopt on %s: %s", text, strerror(errno));
+	if (addr->ss_family == AF_INET6)
+		set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+	if (opts->listen_transparent) {
+		int level = addr->ss_family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+		int name = addr->ss_family == AF_INET6 ? IPV6_TRANSPARENT
+						       : IP_TRANSPARENT;
+		if (set_int_option(fd, level, name, 1) != 0)
+			die(EXIT_SYSTEM,
+			    "--listen-transparent on %s: %s (IP_TRANSPARENT "
+			    "needs CAP_NET_ADMIN)",
+			    text, strerror(errno));
+	}
+	if (bind(fd, (const struct sockaddr *)addr, address_length(addr)) != 0)
+		die(EXIT_SYSTEM, "bind %s: %s", text, strerror(errno));
+	if (type == SOCK_STREAM && listen(fd, SOMAXCONN) != 0)
+		die(EXIT_SYSTEM, "listen %s: %s", text, strerror(errno));
+	return fd;
+}
+
+/* ---- one connection: allow, header, spoofed connect --------------------- */
+
+/* How a connection ended: the short reason code of the -v 2 summary line. */
+enum connection_end {
+	END_DONE,             /* both sides closed, the client first */
+	END_BACKEND_CLOSED,   /* both sides closed, the backend first */
+	END_HEALTH,           /* a check: connect and close, or LOCAL/UNKNOWN with no data */
+	END_NOT_ALLOWED,      /* the load balancer is not in the allowed subnets */
+	END_NO_HEADER,        /* the first bytes are not PROXY protocol */
+	END_BAD_HEADER,       /* a PROXY header that breaks the spec */
+	END_HEADER_TIMEOUT,   /* no complete header in time */
+	END_HEADER_TRUNCATED, /* the load balancer closed in the middle of the header */
+	END_BIND_FAILED,      /* could not take the client's address */
+	END_BACKEND_REFUSED,  /* the target refused or is unreachable */
+	END_CONNECT_TIMEOUT,  /* the target did not answer in time */
+	END_CLIENT_RESET,     /* the load balancer side reset; the backend was reset too */
+	END_BACKEND_RESET,    /* the backend reset; the client was reset too */
+	END_ERROR,            /* a system call failed */
+};
+
+static const char *const end_names[] = {
+	[END_DONE] = "done",
+	[END_BACKEND_CLOSED] = "backend-closed",
+	[END_HEALTH] = "health",
+	[END_NOT_ALLOWED] = "not-allowed",
+	[END_NO_HEADER] = "no-header",
+	[END_BAD_HEADER] = "bad-header",
+	[END_HEADER_TIMEOUT] = "header-timeout",
+	[END_HEADER_TRUNCATED] = "header-truncated",
+	[END_BIND_FAILED] = "bind-failed",
+	[END_BACKEND_REFUSED] = "backend-refused",
+	[END_CONNECT_TIMEOUT] = "connect-timeout",
+	[END_CLIENT_RESET] = "client-reset",
+	[END_BACKEND_RESET] = "backend-reset",
+	[END_ERROR] = "error",
+};
+
+struct connection {
+	int lb_fd;
+	int backend_fd;
+	struct sockaddr_storage lb_addr;     /* the load balancer's end */
+	struct sockaddr_storage client_addr; /* the client, from the header */
+	struct sockaddr_storage target_addr;
+	bool spoofed; /* false for LOCAL/UNKNOWN: connect from our own address */
+	uint64_t bytes_up;   /* client to backend */
+	uint64_t bytes_down; /* backend to client */
+	int64_t start_ms;
+	enum connection_end end;
+};
+
+/* Peer bytes for a log line: printable ASCII kept, the rest as \xNN, capped. */
+static const char *escape_bytes(const uint8_t *bytes, size_t len, char *out,
+				size_t size)
+{
+	size_t used = 0;
+
+	for (size_t i = 0; i < len && used + 5 < size; i++) {
+		if (bytes[i] >= 0x20 && bytes[i] < 0x7f && bytes[i] != '\\' &&
+		    bytes[i] != '"')
+			out[used++] = (char)bytes[i];
+		else
+			used += (size_t)snprintf(out + used, size - used,
+						 "\\x%02x", bytes[i]);
+	}
+	out[used] = '\0';
+	return out;
+}
+
+static void log_header_problem(const struct connection *conn,
+			       enum proxyhdr_error error, const uint8_t *bytes,
+			       size_t len)
+{
+	char lb[ADDRESS_TEXT_SIZE], shown[80];
+
+	format_address(&conn->lb_addr, lb, sizeof lb);
+	escape_bytes(bytes, len < 16 ? len : 16, shown, sizeof shown);
+	if (error == PROXYHDR_ENOT_PROXY)
+		log_error("lb=%s: no PROXY header: is send-proxy enabled on "
+			  "the load balancer? (first bytes \"%s\")",
+			  lb, shown);
+	else
+		log_error("lb=%s: invalid PROXY header: %s (first bytes \"%s\")",
+			  lb, proxyhdr_strerror(error), shown);
+}
+
+/*
+ * Wait for the header bytes to grow, up to the deadline. Returns 1 when
+ * there is something new to peek at, 0 on timeout, -1 on error; *peer_closed
+ * tells that no more bytes will come.
+ */
+static int wait_for_more_header(int fd, int64_t deadline_ms, bool *peer_closed)
+{
+	for (;;) {
+		int64_t remaining = deadline_ms - monotonic_ms();
+		if (remaining <= 0)
+			return 0;
+		struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+		int ready = poll(&pfd, 1, (int)remaining);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready <= 0)
+			return ready;
+		*peer_closed = (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+		return 1;
+	}
+}
+
+/* Take exactly the header's bytes out of the socket; what follows stays for the relay. */
+static int consume_header(int fd, size_t header_len)
+{
+	uint8_t discard[4096];
+
+	while (header_len > 0) {
+		size_t chunk = header_len < sizeof discard ? header_len
+							   : sizeof discard;
+		ssize_t n = recv(fd, discard, chunk, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		header_len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Read the PROXY header, however it is split, within the header timeout.
+ * We peek, so nothing is taken from the socket until the parser has the
+ * whole header; then exactly the header is consumed. While a piece is
+ * missing, SO_RCVLOWAT is raised past what was peeked, so poll() sleeps
+ * until a new byte arrives instead of reporting the unread bytes again.
+ */
+static int read_proxy_header(struct connection *conn,
+			     const struct options *opts,
+			     struct proxyhdr *header)
+{
+	uint8_t first_buffer[4096];
+	uint8_t *buffer = first_buffer;
+	size_t capacity = sizeof first_buffer;
+	int64_t deadline_ms = conn->start_ms + opts->header_timeout_ms;
+	bool peer_closed = false, lowat_raised = false;
+	int result = -1;
+
+	for (;;) {
+		ssize_t n = recv(conn->lb_fd, buffer, capacity, MSG_PEEK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			/* A TCP health check: connect and close. */
+			conn->end = END_HEALTH;
+			break;
+		}
+		if (n < 0 && errno != EAGAIN) {
+			conn->end = errno == ECONNRESET ? END_CLIENT_RESET
+							: END_ERROR;
+			break;
+		}
+		if (n > 0) {
+			enum proxyhdr_error error = PROXYHDR_OK;
+			enum proxyhdr_status status =
+				proxyhdr_parse(buffer, (size_t)n, header, &error);
+			if (status == PROXYHDR_COMPLETE) {
+				result = consume_header(conn->lb_fd,
+							header->header_len);
+				conn->end = END_ERROR;
+				break;
+			}
+			if (status == PROXYHDR_INVALID) {
+				log_header_problem(conn, error, buffer,
+						   (size_t)n);
+				conn->end = error == PROXYHDR_ENOT_PROXY
+						    ? END_NO_HEADER
+						    : END_BAD_HEADER;
+				break;
+			}
+			if (peer_closed) {
+				conn->end = END_HEADER_TRUNCATED;
+				break;
+			}
+			if ((size_t)n == capacity && buffer == first_buffer) {
+				/* Only a v2 header with large TLVs gets here. */
+				buffer = malloc(PROXYHDR_MAX_LEN);
+				if (buffer == NULL) {
+					conn->end = END_ERROR;
+					break;
+				}
+				capacity = PROXYHDR_MAX_LEN;
+				continue;
+			}
+			if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
+					   (int)n + 1) != 0) {
+				conn->end = END_ERROR;
+				break;
+			}
+			lowat_raised = true;
+		}
+		int ready = wait_for_more_header(conn->lb_fd, deadline_ms,
+						 &peer_closed);
+		if (ready <= 0) {
+			conn->end = ready == 0 ? END_HEADER_TIMEOUT : END_ERROR;
+			break;
+		}
+	}
+	if (lowat_raised &&
+	    set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT, 1) != 0)
+		result = -1;
+	if (buffer != first_buffer)
+		free(buffer);
+	if (conn->end == END_HEADER_TIMEOUT) {
+		char lb[ADDRESS_TEXT_SIZE];
+		log_error("lb=%s: no complete PROXY header after %d s",
+			  format_address(&conn->lb_addr, lb, sizeof lb),
+			  opts->header_timeout_ms / 1000);
+	} else if (conn->end == END_HEADER_TRUNCATED) {
+		char lb[ADDRESS_TEXT_SIZE];
+		log_error("lb=%s: closed in the middle of the PROXY header",
+			  format_address(&conn->lb_addr, lb, sizeof lb));
+	}
+	return result;
+}
+
+/* ::ffff:a.b.c.d as the IPv4 address it stands for; anything else unchanged. */
+static void unmap_ipv4(struct sockaddr_storage *addr)
+{
+	const struct sockaddr_in6 *in6 = (const void *)addr;
+
+	if (addr->ss_family != AF_INET6 ||
+	    !IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+		return;
+	struct sockaddr_in in = {.sin_family = AF_INET,
+				 .sin_port = in6->sin6_port};
+	memcpy(&in.sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+	memset(addr, 0, sizeof *addr);
+	memcpy(addr, &in, sizeof in);
+}
+
+/*
+ * The target follows the client's family from the header, not the family the
+ * load balancer used to reach us. LOCAL, UNKNOWN, UNSPEC and UNIX carry no
+ * client: connect from our own address, to the target of the load
+ * balancer's family, so health checks reach the application.
+ */
+static void choose_endpoints(struct connection *conn,
+			     const struct options *opts,
+			     const struct proxyhdr *header)
+{
+	struct sockaddr_storage lb = conn->lb_addr;
+
+	unmap_ipv4(&lb);
+	if (header->family == AF_INET || header->family == AF_INET6) {
+		conn->client_addr = header->src;
+		unmap_ipv4(&conn->client_addr);
+		conn->spoofed = true;
+		if (opts->dynamic_destination) {
+			conn->target_addr = header->dst;
+			unmap_ipv4(&conn->target_addr);
+			return;
+		}
+		conn->target_addr = conn->client_addr.ss_family == AF_INET
+					    ? opts->target4
+					    : opts->target6;
+		return;
+	}
+	conn->spoofed = false;
+	conn->client_addr = lb;
+	conn->target_addr = lb.ss_family == AF_INET ? opts->target4
+						    : opts->target6;
+}
+
+static const char *capability_hint(int error)
+{
+	return error == EPERM || error == EACCES
+		       ? " (mmproxy needs CAP_NET_ADMIN for this)"
+		       : "";
+}
+
+/* Options that must be on the backend socket before bind(). */
+static int prepare_backend_socket(int fd, const struct connection *conn,
+				  const struct options *opts)
+{
+	int family = conn->target_addr.ss_family;
+
+	if (conn->spoofed) {
+		int level = family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+		int name = family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
+		if (set_int_option(fd, level, name, 1) != 0) {
+			log_error("setsockopt %s: %s%s",
+				  family == AF_INET6 ? "IPV6_TRANSPARENT"
+						     : "IP_TRANSPARENT",
+				  strerror(errno), capability_hint(errno));
+			return -1;
+		}
+		/* A previous connection's TIME_WAIT must not block this one. */
+		if (set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0)
+			return -1;
+	}
+	if (opts->mark_given && set_int_option(fd, SOL_SOCKET, SO_MARK,
+					       (int)opts->mark) != 0) {
+		log_error("setsockopt SO_MARK %u: %s%s", opts->mark,
+			  strerror(errno), capability_hint(errno));
+		return -1;
+	}
+	set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	return 0;
+}
+
+static int bind_client_address(int fd, const struct connection *conn,
+			       const struct options *opts)
+{
+	struct sockaddr_storage source = conn->client_addr;
+	char client[ADDRESS_TEXT_SIZE];
+
+	if (bind(fd, (struct sockaddr *)&source, address_length(&source)) == 0)
+		return 0;
+	if (errno == EADDRINUSE && opts->port_fallback) {
+		if (source.ss_family == AF_INET)
+			((struct sockaddr_in *)&source)->sin_port = 0;
+		else
+			((struct sockaddr_in6 *)&source)->sin6_port = 0;
+		if (bind(fd, (struct sockaddr *)&source,
+			 address_length(&source)) == 0)
+			return 0;
+	}
+	log_error("bind %s: %s%s",
+		  format_address(&conn->client_addr, client, sizeof client),
+		  strerror(errno), capability_hint(errno));
+	return -1;
+}
+
+/* Wait for a non-blocking connect() to finish; returns 0 or an errno value. */
+static int finish_connect(int fd, int timeout_ms)
+{
+	int64_t deadline_ms = monotonic_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t remaining = deadline_ms - monotonic_ms();
+		if (remaining <= 0)
+			return ETIMEDOUT;
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		int ready = poll(&pfd, 1, (int)remaining);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready < 0)
+			return errno;
+		if (ready == 0)
+			return ETIMEDOUT;
+		int error = 0;
+		socklen_t len = sizeof error;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
+			return errno;
+		return error;
+	}
+}
+
+static int connect_backend(struct connection *conn, const struct options *opts)
+{
+	char target[ADDRESS_TEXT_SIZE], client[ADDRESS_TEXT_SIZE];
+	int family = conn->target_addr.ss_family;
+	int fd;
+
+	if (conn->spoofed && conn->client_addr.ss_family != family) {
+		log_error("client %s and target %s differ in address family",
+			  format_address(&conn->client_addr, client,
+					 sizeof client),
+			  format_address(&conn->target_addr, target,
+					 sizeof target));
+		conn->end = END_BIND_FAILED;
+		return -1;
+	}
+	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_error("socket: %s", strerror(errno));
+		conn->end = END_ERROR;
+		return -1;
+	}
+	if (prepare_backend_socket(fd, conn, opts) != 0 ||
+	    (conn->spoofed && bind_client_address(fd, conn, opts) != 0)) {
+		close(fd);
+		conn->end = END_BIND_FAILED;
+		return -1;
+	}
+	int error = 0;
+	if (connect(fd, (struct sockaddr *)&conn->target_addr,
+		    address_length(&conn->target_addr)) != 0)
+		error = errno == EINPROGRESS
+				? finish_connect(fd, opts->connect_timeout_ms)
+				: errno;
+	if (error != 0) {
+		log_error("connect %s from %s: %s",
+			  format_address(&conn->target_addr, target,
+					 sizeof target),
+			  conn->spoofed ? format_address(&conn->client_addr,
+							 client, sizeof client)
+					: "mmproxy's own address",
+			  strerror(error));
+		close(fd);
+		conn->end = error == ETIMEDOUT ? END_CONNECT_TIMEOUT
+					       : END_BACKEND_REFUSED;
+		return -1;
+	}
+	conn->backend_fd = fd;
+	return 0;
+}
+
+/* ---- relay -------------------------------------------------------------- */
+
+/*
+ * One direction of the relay. Bytes move through a pipe with splice(), so
+ * they are never copied to user space; where pipes are unavailable, through
+ * a buffer. We read only when the pipe or buffer is empty: a pipe counts
+ * its room in slots, not bytes, so "not full" cannot be known in advance,
+ * and a splice that fails for want of room would look like an empty socket.
+ */
+struct relay_direction {
+	int from_fd;
+	int to_fd;
+	int pipe_fds[2]; /* -1 when the buffer is used instead */
+	uint8_t *buffer;
+	size_t buffer_start;
+	size_t pending;     /* bytes read and not yet written */
+	bool read_closed;   /* from_fd sent EOF */
+	bool write_shut;    /* shutdown(to_fd, SHUT_WR) done */
+	bool reset;         /* one side failed: reset both */
+	bool reset_by_from; /* the failure was on from_fd's side */
+	uint64_t bytes;
+};
+
+enum { RELAY_CHUNK = 65536, FALLBACK_BUFFER_SIZE = 16384 };
+
+static int relay_direction_init(struct relay_direction *dir, int from_fd,
+				int to_fd)
+{
+	memset(dir, 0, sizeof *dir);
+	dir->from_fd = from_fd;
+	dir->to_fd = to_fd;
+	if (pipe2(dir->pipe_fds, O_NONBLOCK | O_CLOEXEC) == 0)
+		return 0;
+	dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
+	dir->buffer = malloc(FALLBACK_BUFFER_SIZE);
+	return dir->buffer ? 0 : -1;
+}
+
+static void relay_direction_release(struct relay_direction *dir)
+{
+	if (dir->pipe_fds[0] >= 0) {
+		close(dir->pipe_fds[0]);
+		close(dir->pipe_fds[1]);
+	}
+	free(dir->buffer);
+}
+
+/* Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: nothing there now). */
+static ssize_t relay_read(struct relay_direction *dir)
+{
+	ssize_t n;
+
+	do {
+		if (dir->buffer == NULL)
+			n = splice(dir->from_fd, NULL, dir->pipe_fds[1], NULL,
+				   RELAY_CHUNK,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			n = read(dir->from_fd, dir->buffer,
+				 FALLBACK_BUFFER_SIZE);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		dir->pending = (size_t)n;
+		dir->buffer_start = 0;
+	}
+	return n;
+}
+
+static ssize_t relay_write(struct relay_direction *dir)
+{
+	ssize_t n;
+
+	do {
+		if (dir->buffer == NULL)
+			n = splice(dir->pipe_fds[0], NULL, dir->to_fd, NULL,
+				   dir->pending,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			n = send(dir->to_fd, dir->buffer + dir->buffer_start,
+				 dir->pending, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		dir->pending -= (size_t)n;
+		dir->buffer_start += (size_t)n;
+		dir->bytes += (uint64_t)n;
+	}
+	return n;
+}
+
+/*
+ * Move what can be moved now without blocking. readable/writable come from
+ * poll(); after a read we write at once, since the other socket is almost
+ * always ready, which saves a poll() round per message.
+ */
+static void relay_shovel(struct relay_direction *dir, bool readable,
+			 bool writable)
+{
+	bool just_read = false;
+
+	if (readable && !dir->read_closed && dir->pending == 0) {
+		ssize_t n = relay_read(dir);
+		if (n == 0) {
+			dir->read_closed = true;
+		} else if (n > 0) {
+			just_read = true;
+		} else if (errno != EAGAIN) {
+			dir->reset = true;
+			dir->reset_by_from = true;
+			return;
+		}
+	}
+	if (dir->pending > 0 && (writable || just_read)) {
+		if (relay_write(dir) < 0 && errno != EAGAIN) {
+			dir->reset = true; /* to_fd's side failed */
+			return;
+		}
+	}
+	if (dir->read_closed && dir->pending == 0 && !dir->write_shut) {
+		/* Half-close: the other direction keeps flowing. */
+		if (shutdown(dir->to_fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+			dir->reset = true;
+			return;
+		}
+		dir->write_shut = true;
+	}
+}
+
+static short relay_events_for(const struct relay_direction *reading,
+			      const struct relay_direction *writing)
+{
+	short events = 0;
+
+	if (!reading->read_closed && reading->pending == 0)
+		events |= POLLIN;
+	if (writing->pending > 0)
+		events |= POLLOUT;
+	return events;
+}
+
+/* A pending socket error (a RST) on fd, as poll's POLLERR reports it. */
+static bool has_socket_error(int fd)
+{
+	int error = 0;
+	socklen_t len = sizeof error;
+
+	return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 ||
+	       error != 0;
+}
+
+/*
+ * Relay until both directions are done: each side's EOF becomes a
+ * shutdown(SHUT_WR) of the other side; a reset on either side resets both.
+ */
+static void relay(struct connection *conn)
+{
+	struct relay_direction up, down; /* up: client to backend */
+	bool backend_closed_first = false;
+
+	if (relay_direction_init(&up, conn->lb_fd, conn->backend_fd) != 0 ||
+	    relay_direction_init(&down, conn->backend_fd, conn->lb_fd) != 0) {
+		conn->end = END_ERROR;
+		return;
+	}
+	conn->end = END_DONE;
+	while (!(up.write_shut && down.write_shut)) {
+		struct pollfd fds[2] = {
+			{.fd = conn->lb_fd, .events = relay_events_for(&up, &down)},
+			{.fd = conn->backend_fd,
+			 .events = relay_events_for(&down, &up)},
+		};
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			conn->end = END_ERROR;
+			break;
+		}
+		short lb_events = fds[0].revents, backend_events = fds[1].revents;
+		if ((lb_events & POLLERR) && has_socket_error(conn->lb_fd)) {
+			conn->end = END_CLIENT_RESET;
+			break;
+		}
+		if ((backend_events & POLLERR) &&
+		    has_socket_error(conn->backend_fd)) {
+			conn->end = END_BACKEND_RESET;
+			break;
+		}
+		bool was_down_open = !down.read_closed;
+		relay_shovel(&up, lb_events & (POLLIN | POLLHUP | POLLRDHUP),
+			     backend_events & POLLOUT);
+		relay_shovel(&down, backend_events & (POLLIN | POLLHUP | POLLRDHUP),
+			     lb_events & POLLOUT);
+		if (up.reset || down.reset) {
+			bool lb_failed = up.reset ? up.reset_by_from
+						  : !down.reset_by_from;
+			conn->end = lb_failed ? END_CLIENT_RESET
+					      : END_BACKEND_RESET;
+			break;
+		}
+		if (was_down_open && down.read_closed && !up.read_closed)
+			backend_closed_first = true;
+		if ((lb_events | backend_events) & POLLNVAL) {
+			conn->end = END_ERROR;
+			break;
+		}
+	}
+	if (conn->end == END_DONE && backend_closed_first)
+		conn->end = END_BACKEND_CLOSED;
+	conn->bytes_up = up.bytes;
+	conn->bytes_down = down.bytes;
+	relay_direction_release(&up);
+	relay_direction_release(&down);
+}
+
+/* ---- the life of one connection ----------------------------------------- */
+
+static void log_connection_summary(const struct connection *conn)
+{
+	char client[ADDRESS_TEXT_SIZE], lb[ADDRESS_TEXT_SIZE],
+		target[ADDRESS_TEXT_SIZE];
+
+	if (logger.verbosity < LOG_LEVEL_CONNECTIONS)
+		return;
+	log_msg(LOG_INFO,
+		"conn client=%s lb=%s target=%s up=%llu down=%llu ms=%lld "
+		"end=%s",
+		conn->client_addr.ss_family ? format_address(&conn->client_addr,
+							     client,
+							     sizeof client)
+					    : "-",
+		format_address(&conn->lb_addr, lb, sizeof lb),
+		conn->target_addr.ss_family ? format_address(&conn->target_addr,
+							     target,
+							     sizeof target)
+					    : "-",
+		(unsigned long long)conn->bytes_up,
+		(unsigned long long)conn->bytes_down,
+		(long long)(monotonic_ms() - conn->start_ms),
+		end_names[conn->end]);
+}
+
+static bool is_normal_end(enum connection_end end)
+{
+	return end == END_DONE || end == END_BACKEND_CLOSED ||
+	       end == END_HEALTH;
+}
+
+/* Ends the connection the way its end calls for: a RST where something failed. */
+static void close_connection(struct connection *conn)
+{
+	bool abort = !is_normal_end(conn->end) && conn->end != END_NOT_ALLOWED;
+
+	if (conn->backend_fd >= 0) {
+		if (abort)
+			close_with_reset(conn->backend_fd);
+		else
+			close(conn->backend_fd);
+	}
+	if (abort)
+		close_with_reset(conn->lb_fd);
+	else
+		close(conn->lb_fd);
+}
+
+/*
+ * Handle one connection from a load balancer, from the allow check to the
+ * end of the relay. Returns the process exit status: 0 when the job was
+ * done (a refusal is a job done), 1 on a system error.
+ */
+static int handle_connection(int lb_fd, const struct options *opts,
+			     const struct subnets *allowed)
+{
+	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
+				  .end = END_ERROR};
+	struct proxyhdr header;
+	socklen_t len = sizeof conn.lb_addr;
+
+	conn.start_ms = monotonic_ms();
+	if (getpeername(lb_fd, (struct sockaddr *)&conn.lb_addr, &len) != 0 ||
+	    set_nonblocking(lb_fd) != 0) {
+		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
+		close(lb_fd);
+		return EXIT_SYSTEM;
+	}
+	if (allowed != NULL &&
+	    !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
+		char lb[ADDRESS_TEXT_SIZE];
+		log_error("refused lb=%s: not in allowed subnets",
+			  format_address(&conn.lb_addr, lb, sizeof lb));
+		conn.end = END_NOT_ALLOWED;
+	} else if (read_proxy_header(&conn, opts, &header) == 0) {
+		choose_endpoints(&conn, opts, &header);
+		if (connect_backend(&conn, opts) == 0) {
+			set_int_option(lb_fd, IPPROTO_TCP, TCP_NODELAY, 1);
+			relay(&conn);
+			if (conn.end == END_DONE && !conn.spoofed &&
+			    conn.bytes_up == 0 && conn.bytes_down == 0)
+				conn.end = END_HEALTH;
+		}
+	}
+	log_connection_summary(&conn);
+	close_connection(&conn);
+	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
+}
+
+/* ---- launch mode: the forking accept loop ------------------------------- */
+
+struct listener {
+	int listen_fd;
+	int signal_fd;
+	unsigned live_children;
+	unsigned max_children; /* 0: no cap */
+	int64_t paused_until_ms;
+	struct rate_limit accept_error_log;
+	struct rate_limit limit_log;
+	pid_t *sibling_pids; /* other accept processes, for --listeners */
+	unsigned sibling_count;
+};
+
+/* After EMFILE and friends, stop accepting this long, then try again. */
+enum { ACCEPT_BACKOFF_MS = 100, LOG_INTERVAL_S = 10, ACCEPT_BATCH = 32 };
+
+/* The signals the accept loop reads from its signalfd. */
+static void listener_signal_set(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGCHLD);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+}
+
+static void reap_children(struct listener *l)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		bool was_sibling = false;
+		for (unsigned i = 0; i < l->sibling_count; i++) {
+			if (l->sibling_pids[i] == pid) {
+				l->sibling_pids[i] = 0;
+				was_sibling = true;
+				log_msg(LOG_ERR, "accept process %ld exited",
+					(long)pid);
+			}
+		}
+		if (!was_sibling && l->live_children > 0)
+			l->live_children--;
+	}
+}
+
+/* Returns true when the listener must stop. */
+static bool handle_signals(struct listener *l)
+{
+	struct signalfd_siginfo info;
+	bool stop = false;
+
+	while (read(l->signal_fd, &info, sizeof info) == sizeof info) {
+		if (info.ssi_signo == SIGCHLD)
+			reap_children(l);
+		else
+			stop = true;
+	}
+	return stop;
+}
+
+static void stop_siblings(const struct listener *l)
+{
+	for (unsigned i = 0; i < l->sibling_count; i++)
+		if (l->sibling_pids[i] > 0)
+			kill(l->sibling_pids[i], SIGTERM);
+}
+
+static void pause_accepting(struct listener *l, const char *why, int error)
+{
+	l->paused_until_ms = monotonic_ms() + ACCEPT_BACKOFF_MS;
+	if (rate_limit_allows(&l->accept_error_log, LOG_INTERVAL_S))
+		log_msg(LOG_WARNING,
+			"%s: %s; pausing accept for %d ms (%u similar "
+			"messages held back)",
+			why, strerror(error), ACCEPT_BACKOFF_MS,
+			l->accept_error_log.suppressed);
+}
+
+/* The child side of a fork: it owns the connection and nothing else. */
+__attribute__((noreturn)) static void
+run_connection_child(struct listener *l, int client_fd,
+		     const struct options *opts, const struct subnets *allowed)
+{
+	sigset_t none;
+
+	close(l->listen_fd);
+	close(l->signal_fd);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* A terminal's ^C is for the listener: connections run to their end. */
+	signal(SIGINT, SIG_IGN);
+	_exit(handle_connection(client_fd, opts, allowed));
+}
+
+static bool is_at_limit(const struct listener *l)
+{
+	return l->max_children != 0 && l->live_children >= l->max_children;
+}
+
+static void accept_connections(struct listener *l, const struct options *opts,
+			       const struct subnets *allowed)
+{
+	for (int i = 0; i < ACCEPT_BATCH && !is_at_limit(l); i++) {
+		int client_fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (client_fd < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			if (errno == ECONNABORTED || errno == EPROTO ||
+			    errno == EPERM)
+				continue;
+			pause_accepting(l, "accept", errno);
+			return;
+		}
+		pid_t pid = fork();
+		if (pid == 0)
+			run_connection_child(l, client_fd, opts, allowed);
+		if (pid < 0) {
+			close_with_reset(client_fd);
+			pause_accepting(l, "fork", errno);
+			return;
+		}
+		close(client_fd);
+		l->live_children++;
+	}
+	if (is_at_limit(l) && rate_limit_allows(&l->limit_log, LOG_INTERVAL_S))
+		log_msg(LOG_WARNING,
+			"connection limit %u reached: new connections wait in "
+			"the backlog",
+			l->max_children);
+}
+
+/*
+ * The accept loop never dies of an accept error: EMFILE, ENFILE, ENOBUFS
+ * and the like pause it briefly, and at the connection limit it simply
+ * leaves the listening socket out of poll() so the backlog holds new
+ * connections. SIGTERM or SIGINT stops it at once; connections live on in
+ * their own processes.
+ */
+static int run_listener(struct listener *l, const struct options *opts,
+			const struct subnets *allowed)
+{
+	sigset_t signals;
+
+	listener_signal_set(&signals);
+	l->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0)
+		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
+	for (;;) {
+		int64_t now = monotonic_ms();
+		bool paused = l->paused_until_ms > now;
+		bool accepting = !paused && !is_at_limit(l);
+		struct pollfd fds[2] = {
+			{.fd = l->signal_fd, .events = POLLIN},
+			{.fd = accepting ? l->listen_fd : -1, .events = POLLIN},
+		};
+		int timeout_ms = paused ? (int)(l->paused_until_ms - now) : -1;
+		if (poll(fds, 2, timeout_ms) < 0) {
+			if (errno == EINTR)
+				continue;
+			die(EXIT_SYSTEM, "poll: %s", strerror(errno));
+		}
+		if ((fds[0].revents & POLLIN) && handle_signals(l)) {
+			stop_siblings(l);
+			return 0;
+		}
+		if (fds[1].revents & POLLIN)
+			accept_connections(l, opts, allowed);
+	}
+}
+
+/*
+ * --listeners N: N accept processes, each on its own SO_REUSEPORT socket so
+ * the kernel spreads connections among them. All sockets are bound before
+ * any process starts, so a bad address stops everything at once.
+ */
+static int run_standalone(const struct options *opts,
+			  const struct subnets *allowed)
+{
+	unsigned count = opts->listeners;
+	int fds[256];
+	pid_t pids[256];
+	unsigned per_listener_cap =
+		(opts->max_connections + count - 1) / count;
+
+	for (unsigned i = 0; i < count; i++)
+		fds[i] = open_listener(opts, count > 1);
+	for (unsigned i = 1; i < count; i++) {
+		pids[i - 1] = fork();
+		if (pids[i - 1] < 0)
+			die(EXIT_SYSTEM, "fork: %s", strerror(errno));
+		if (pids[i - 1] == 0) {
+			/* An accept process goes when the first one goes. */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			for (unsigned j = 0; j < count; j++)
+				if (j != i)
+					close(fds[j]);
+			struct listener sibling = {.listen_fd = fds[i],
+						   .max_children =
+							   per_listener_cap};
+			exit(run_listener(&sibling, opts, allowed));
+		}
+	}
+	for (unsigned i = 1; i < count; i++)
+		close(fds[i]);
+	struct listener first = {.listen_fd = fds[0],
+				 .max_children = per_listener_cap,
+				 .sibling_pids = pids,
+				 .sibling_count = count - 1};
+	return run_listener(&first, opts, allowed);
+}
+
+/* ---- launch modes: inetd and systemd socket activation ------------------ */
+
+/*
+ * systemd passes sockets from fd 3 on, for the process named in LISTEN_PID.
+ * The variables are cleared so that nothing we start takes them for its own.
+ */
+static int socket_activation_fd(void)
+{
+	const char *pid_text = getenv("LISTEN_PID");
+	const char *fds_text = getenv("LISTEN_FDS");
+	char *end;
+	long pid, fds;
+
+	if (pid_text == NULL || fds_text == NULL)
+		return -1;
+	errno = 0;
+	pid = strtol(pid_text, &end, 10);
+	if (errno != 0 || *end != '\0' || pid != (long)getpid())
+		return -1;
+	fds = strtol(fds_text, &end, 10);
+	if (errno != 0 || *end != '\0' || fds < 1 || fds > INT_MAX - 3)
+		return -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (fds > 1)
+		log_msg(LOG_WARNING, "%ld sockets passed; using the first",
+			fds);
+	if (fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
+		die(EXIT_SYSTEM, "socket activation fd 3: %s", strerror(errno));
+	return 3;
+}
+
+/*
+ * Under xinetd, or systemd Accept=yes with StandardOutput/StandardError left
+ * on the socket, fds 1 and 2 are the client. Nothing may ever be written
+ * there: point them at /dev/null and log to syslog instead. Closed standard
+ * fds are opened on /dev/null so sockets never land on 0-2 by accident.
+ */
+static void protect_standard_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		bool closed = fcntl(fd, F_GETFD) < 0;
+		if (!closed && (fd == 0 || !is_network_socket(fd)))
+			continue;
+		int null_fd = open("/dev/null", O_RDWR);
+		if (null_fd < 0)
+			_exit(EXIT_SYSTEM);
+		if (null_fd != fd) {
+			dup2(null_fd, fd);
+			close(null_fd);
+		}
+		if (fd == STDERR_FILENO)
+			logger.use_syslog = true;
+	}
+	if (logger.use_syslog)
+		openlog("mmproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+/* ---- UDP ----------------------------------------------------------------- */
+
+static int run_udp(int fd, const struct options *opts,
+		   const struct subnets *allowed);
+
+/* ---- main --------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	struct options opts;
+	struct subnets table;
+	const struct subnets *allowed = NULL;
+
+	protect_standard_fds();
+	parse_options(argc, argv, &opts);
+	logger.verbosity = opts.verbosity;
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
+
+	int activated_fd = socket_activation_fd();
+	bool one_connection =
+		opts.protocol == PROTOCOL_TCP &&
+		(activated_fd >= 0 ? !is_listening_socket(activated_fd)
+				   : opts.force_inetd ||
+					     (!opts.listen_given &&
+					      is_connected_stream_socket(0)));
+
+	if (opts.subnets_path != NULL) {
+		load_allowed_subnets(opts.subnets_path, &table);
+		allowed = &table;
+	} else if (!one_connection || opts.verbosity >= LOG_LEVEL_CONNECTIONS) {
+		log_msg(LOG_WARNING, "no --allowed-subnets: any peer may send "
+				     "PROXY headers and choose a source address");
+	}
+
+	if (one_connection)
+		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
+					 &opts, allowed);
+
+	/* The accept loop's signals arrive through a signalfd, never async. */
+	sigset_t signals;
+	listener_signal_set(&signals);
+	if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0)
+		die(EXIT_SYSTEM, "sigprocmask: %s", strerror(errno));
+
+	if (opts.protocol == PROTOCOL_UDP)
+		return run_udp(activated_fd >= 0 ? activated_fd
+						 : open_listener(&opts, false),
+			       &opts, allowed);
+	if (activated_fd >= 0) {
+		struct listener l = {.listen_fd = activated_fd,
+				     .max_children = opts.max_connections};
+		return run_listener(&l, &opts, allowed);
+	}
+	return run_standalone(&opts, allowed);
+}
+
+/* UDP placeholder: replaced by the datagram mode. */
+static int run_udp(int fd, const struct options *opts,
+		   const struct subnets *allowed)
+{
+	(void)fd;
+	(void)opts;
+	(void)allowed;
+	die(EXIT_USAGE, "-p udp: not available yet");
+}
