@@ -1443,18 +1443,29 @@ static void reap_children(struct listener *l)
 	}
 }
 
-/* Returns true when the listener must stop. */
-static bool handle_signals(struct listener *l)
+/* Reads every pending signal; returns true when one of them asks us to stop. */
+static bool read_signals(int signal_fd, bool *child_exited)
 {
 	struct signalfd_siginfo info;
 	bool stop = false;
 
-	while (read(l->signal_fd, &info, sizeof info) == sizeof info) {
+	while (read(signal_fd, &info, sizeof info) == sizeof info) {
 		if (info.ssi_signo == SIGCHLD)
-			reap_children(l);
+			*child_exited = true;
 		else
 			stop = true;
 	}
+	return stop;
+}
+
+/* Returns true when the listener must stop. */
+static bool handle_signals(struct listener *l)
+{
+	bool child_exited = false;
+	bool stop = read_signals(l->signal_fd, &child_exited);
+
+	if (child_exited)
+		reap_children(l);
 	return stop;
 }
 
@@ -1668,10 +1679,527 @@ static void protect_standard_fds(void)
 		openlog("mmproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
-/* ---- UDP ----------------------------------------------------------------- */
+/* ---- UDP: the long-lived datagram mode ---------------------------------- */
 
-static int run_udp(int fd, const struct options *opts,
-		   const struct subnets *allowed);
+/*
+ * Each datagram from the load balancer starts with a PROXY v2 header (DGRAM)
+ * and the rest is payload. A flow is one (load balancer address:port,
+ * client address:port) pair, with its own socket bound to the client's
+ * address and connected to the target, so the application sees the client
+ * and its replies come back to that socket, to be sent on to the load
+ * balancer. Flows live in a hash table for lookup and in a list ordered by
+ * last activity: since every flow has the same idle limit, that order is
+ * also expiry order, so expiring never scans a live flow.
+ */
+struct udp_flow {
+	struct sockaddr_storage lb_addr;
+	struct sockaddr_storage client_addr; /* AF_UNSPEC for LOCAL/UNSPEC */
+	struct sockaddr_storage target_addr;
+	int fd;
+	int64_t last_active_ms;
+	struct udp_flow *hash_next;
+	struct udp_flow *idle_prev; /* toward the least recently active */
+	struct udp_flow *idle_next;
+};
+
+enum { UDP_BATCH = 32, UDP_BUFFER_SIZE = 65536 };
+
+/* Why datagrams were dropped, counted for the log. */
+enum udp_drop {
+	UDP_DROP_NOT_ALLOWED,
+	UDP_DROP_BAD_HEADER,
+	UDP_DROP_NOT_DGRAM,
+	UDP_DROP_FLOW_LIMIT,
+	UDP_DROP_FLOW_FAILED,
+	UDP_DROP_COUNT,
+};
+
+static const char *const udp_drop_reasons[] = {
+	[UDP_DROP_NOT_ALLOWED] = "load balancer not in allowed subnets",
+	[UDP_DROP_BAD_HEADER] = "no valid PROXY v2 header",
+	[UDP_DROP_NOT_DGRAM] = "header transport is not DGRAM",
+	[UDP_DROP_FLOW_LIMIT] = "flow limit reached",
+	[UDP_DROP_FLOW_FAILED] = "could not open the flow's socket",
+};
+
+struct udp_proxy {
+	const struct options *opts;
+	const struct subnets *allowed;
+	int listen_fd;
+	int epoll_fd;
+	int signal_fd;
+	struct udp_flow *flow_pool; /* max_flows entries, reserved up front */
+	struct udp_flow *free_flows;
+	struct udp_flow **buckets;
+	size_t bucket_mask;
+	struct udp_flow *idle_head; /* least recently active */
+	struct udp_flow *idle_tail;
+	unsigned live_flows;
+	int64_t idle_limit_ms;
+	uint64_t drops[UDP_DROP_COUNT];
+	struct rate_limit drop_log;
+	/* Receive batch: one buffer per datagram, allocated once. */
+	uint8_t *buffers;
+	struct mmsghdr messages[UDP_BATCH];
+	struct iovec iovecs[UDP_BATCH];
+	struct sockaddr_storage sources[UDP_BATCH];
+};
+
+static bool same_address(const struct sockaddr_storage *a,
+			 const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	}
+	return true; /* AF_UNSPEC: no client */
+}
+
+/* FNV-1a over the parts of an address that identify it. */
+static uint32_t hash_address(uint32_t hash, const struct sockaddr_storage *addr)
+{
+	const uint8_t *bytes = NULL;
+	size_t len = 0;
+	uint16_t port = 0;
+
+	if (addr->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)addr;
+		bytes = (const uint8_t *)&in->sin_addr;
+		len = 4;
+		port = in->sin_port;
+	} else if (addr->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)addr;
+		bytes = (const uint8_t *)&in6->sin6_addr;
+		len = 16;
+		port = in6->sin6_port;
+	}
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ bytes[i]) * 16777619u;
+	hash = (hash ^ (port & 0xff)) * 16777619u;
+	return (hash ^ (uint32_t)(port >> 8)) * 16777619u;
+}
+
+static struct udp_flow **udp_bucket(struct udp_proxy *proxy,
+				    const struct sockaddr_storage *lb,
+				    const struct sockaddr_storage *client)
+{
+	uint32_t hash = hash_address(hash_address(2166136261u, lb), client);
+	return &proxy->buckets[hash & proxy->bucket_mask];
+}
+
+static struct udp_flow *udp_find_flow(struct udp_proxy *proxy,
+				      const struct sockaddr_storage *lb,
+				      const struct sockaddr_storage *client)
+{
+	for (struct udp_flow *flow = *udp_bucket(proxy, lb, client); flow;
+	     flow = flow->hash_next)
+		if (same_address(&flow->lb_addr, lb) &&
+		    same_address(&flow->client_addr, client))
+			return flow;
+	return NULL;
+}
+
+static void idle_list_remove(struct udp_proxy *proxy, struct udp_flow *flow)
+{
+	if (flow->idle_prev)
+		flow->idle_prev->idle_next = flow->idle_next;
+	else
+		proxy->idle_head = flow->idle_next;
+	if (flow->idle_next)
+		flow->idle_next->idle_prev = flow->idle_prev;
+	else
+		proxy->idle_tail = flow->idle_prev;
+	flow->idle_prev = flow->idle_next = NULL;
+}
+
+static void idle_list_append(struct udp_proxy *proxy, struct udp_flow *flow)
+{
+	flow->idle_prev = proxy->idle_tail;
+	flow->idle_next = NULL;
+	if (proxy->idle_tail)
+		proxy->idle_tail->idle_next = flow;
+	else
+		proxy->idle_head = flow;
+	proxy->idle_tail = flow;
+}
+
+/* Activity in either direction keeps a flow alive. */
+static void udp_touch_flow(struct udp_proxy *proxy, struct udp_flow *flow,
+			   int64_t now_ms)
+{
+	flow->last_active_ms = now_ms;
+	if (proxy->idle_tail != flow) {
+		idle_list_remove(proxy, flow);
+		idle_list_append(proxy, flow);
+	}
+}
+
+static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
+			 const struct udp_flow *flow)
+{
+	char client[ADDRESS_TEXT_SIZE], lb[ADDRESS_TEXT_SIZE],
+		target[ADDRESS_TEXT_SIZE];
+
+	if (logger.verbosity < LOG_LEVEL_CONNECTIONS)
+		return;
+	log_msg(LOG_INFO, "udp flow %s client=%s lb=%s target=%s flows=%u",
+		event,
+		format_address(&flow->client_addr, client, sizeof client),
+		format_address(&flow->lb_addr, lb, sizeof lb),
+		format_address(&flow->target_addr, target, sizeof target),
+		proxy->live_flows);
+}
+
+static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
+			   const char *why)
+{
+	struct udp_flow **link = udp_bucket(proxy, &flow->lb_addr,
+					    &flow->client_addr);
+
+	while (*link != flow)
+		link = &(*link)->hash_next;
+	*link = flow->hash_next;
+	idle_list_remove(proxy, flow);
+	close(flow->fd); /* also removes it from the epoll set */
+	proxy->live_flows--;
+	udp_log_flow(why, proxy, flow);
+	flow->hash_next = proxy->free_flows;
+	proxy->free_flows = flow;
+}
+
+static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
+{
+	while (proxy->idle_head &&
+	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms)
+		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
+}
+
+static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
+			   const struct sockaddr_storage *lb)
+{
+	char lb_text[ADDRESS_TEXT_SIZE];
+
+	proxy->drops[reason]++;
+	if (logger.verbosity >= LOG_LEVEL_ERRORS &&
+	    rate_limit_allows(&proxy->drop_log, LOG_INTERVAL_S))
+		log_msg(LOG_WARNING,
+			"udp: dropped a datagram from lb=%s: %s (dropped so "
+			"far: %llu not allowed, %llu bad header, %llu not "
+			"DGRAM, %llu flow limit, %llu socket failure)",
+			format_address(lb, lb_text, sizeof lb_text),
+			udp_drop_reasons[reason],
+			(unsigned long long)proxy->drops[UDP_DROP_NOT_ALLOWED],
+			(unsigned long long)proxy->drops[UDP_DROP_BAD_HEADER],
+			(unsigned long long)proxy->drops[UDP_DROP_NOT_DGRAM],
+			(unsigned long long)proxy->drops[UDP_DROP_FLOW_LIMIT],
+			(unsigned long long)proxy->drops[UDP_DROP_FLOW_FAILED]);
+}
+
+/* The flow's socket: from the client's address when there is one, to the target. */
+static int udp_open_flow_socket(const struct udp_proxy *proxy,
+				const struct udp_flow *flow)
+{
+	const struct options *opts = proxy->opts;
+	int family = flow->target_addr.ss_family;
+	bool spoofed = flow->client_addr.ss_family != AF_UNSPEC;
+	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	if (spoofed &&
+	    (set_int_option(fd, family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP,
+			    family == AF_INET6 ? IPV6_TRANSPARENT
+					       : IP_TRANSPARENT,
+			    1) != 0 ||
+	     /* The same client through two load balancers: two flows. */
+	     set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0 ||
+	     bind(fd, (const struct sockaddr *)&flow->client_addr,
+		  address_length(&flow->client_addr)) != 0))
+		goto fail;
+	if (opts->mark_given &&
+	    set_int_option(fd, SOL_SOCKET, SO_MARK, (int)opts->mark) != 0)
+		goto fail;
+	if (connect(fd, (const struct sockaddr *)&flow->target_addr,
+		    address_length(&flow->target_addr)) != 0)
+		goto fail;
+	return fd;
+fail:;
+	char client[ADDRESS_TEXT_SIZE];
+	log_error("udp flow from %s: %s%s",
+		  format_address(&flow->client_addr, client, sizeof client),
+		  strerror(errno), capability_hint(errno));
+	close(fd);
+	return -1;
+}
+
+static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
+				      const struct sockaddr_storage *lb,
+				      const struct proxyhdr *header,
+				      int64_t now_ms)
+{
+	struct udp_flow *flow = proxy->free_flows;
+
+	if (flow == NULL) {
+		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb);
+		return NULL;
+	}
+	memset(flow, 0, sizeof *flow);
+	flow->lb_addr = *lb;
+	if (header->command == PROXYHDR_CMD_PROXY &&
+	    (header->family == AF_INET || header->family == AF_INET6)) {
+		flow->client_addr = header->src;
+		unmap_ipv4(&flow->client_addr);
+		flow->target_addr = proxy->opts->dynamic_destination
+					    ? header->dst
+					    : flow->client_addr.ss_family == AF_INET
+						      ? proxy->opts->target4
+						      : proxy->opts->target6;
+		unmap_ipv4(&flow->target_addr);
+	} else {
+		struct sockaddr_storage real = *lb;
+		unmap_ipv4(&real);
+		flow->target_addr = real.ss_family == AF_INET
+					    ? proxy->opts->target4
+					    : proxy->opts->target6;
+	}
+	flow->fd = udp_open_flow_socket(proxy, flow);
+	if (flow->fd < 0) {
+		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb);
+		return NULL;
+	}
+	struct epoll_event event = {.events = EPOLLIN, .data.ptr = flow};
+	if (epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, flow->fd, &event) != 0) {
+		close(flow->fd);
+		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb);
+		return NULL;
+	}
+	proxy->free_flows = flow->hash_next;
+	struct udp_flow **bucket = udp_bucket(proxy, &flow->lb_addr,
+					      &flow->client_addr);
+	flow->hash_next = *bucket;
+	*bucket = flow;
+	flow->last_active_ms = now_ms;
+	idle_list_append(proxy, flow);
+	proxy->live_flows++;
+	udp_log_flow("open", proxy, flow);
+	return flow;
+}
+
+/* One datagram from a load balancer: check, parse, find or open its flow, forward. */
+static void udp_forward(struct udp_proxy *proxy, const uint8_t *datagram,
+			size_t len, const struct sockaddr_storage *lb,
+			int64_t now_ms)
+{
+	struct proxyhdr header;
+
+	if (proxy->allowed &&
+	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
+		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb);
+		return;
+	}
+	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
+	    header.version != 2) {
+		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb);
+		return;
+	}
+	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
+	if (header.command == PROXYHDR_CMD_PROXY &&
+	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
+	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
+	      header.family == AF_UNSPEC)) {
+		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb);
+		return;
+	}
+	struct sockaddr_storage client = {.ss_family = AF_UNSPEC};
+	if (header.command == PROXYHDR_CMD_PROXY &&
+	    (header.family == AF_INET || header.family == AF_INET6)) {
+		client = header.src;
+		unmap_ipv4(&client);
+	}
+	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
+	if (flow == NULL)
+		flow = udp_open_flow(proxy, lb, &header, now_ms);
+	if (flow == NULL)
+		return;
+	udp_touch_flow(proxy, flow, now_ms);
+	/* A send error (ECONNREFUSED from an earlier ICMP) is the application's business. */
+	if (send(flow->fd, datagram + header.header_len,
+		 len - header.header_len, 0) < 0 &&
+	    errno != EAGAIN && errno != ECONNREFUSED)
+		log_error("udp send to the target: %s", strerror(errno));
+}
+
+static void udp_setup_batch(struct udp_proxy *proxy, bool with_sources)
+{
+	for (int i = 0; i < UDP_BATCH; i++) {
+		proxy->iovecs[i].iov_base = proxy->buffers +
+					    (size_t)i * UDP_BUFFER_SIZE;
+		proxy->iovecs[i].iov_len = UDP_BUFFER_SIZE;
+		memset(&proxy->messages[i].msg_hdr, 0,
+		       sizeof proxy->messages[i].msg_hdr);
+		proxy->messages[i].msg_hdr.msg_iov = &proxy->iovecs[i];
+		proxy->messages[i].msg_hdr.msg_iovlen = 1;
+		if (with_sources) {
+			proxy->messages[i].msg_hdr.msg_name = &proxy->sources[i];
+			proxy->messages[i].msg_hdr.msg_namelen =
+				sizeof proxy->sources[i];
+		}
+	}
+}
+
+static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
+{
+	for (;;) {
+		udp_setup_batch(proxy, true);
+		int count = recvmmsg(proxy->listen_fd, proxy->messages,
+				     UDP_BATCH, MSG_DONTWAIT, NULL);
+		if (count < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_error("udp recvmmsg: %s", strerror(errno));
+			return;
+		}
+		int64_t now_ms = monotonic_ms();
+		for (int i = 0; i < count; i++)
+			udp_forward(proxy, proxy->iovecs[i].iov_base,
+				    proxy->messages[i].msg_len,
+				    &proxy->sources[i], now_ms);
+		if (count < UDP_BATCH)
+			return;
+	}
+}
+
+/* Replies from the application go back, as plain payload, to the flow's load balancer. */
+static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
+{
+	for (;;) {
+		udp_setup_batch(proxy, false);
+		int count = recvmmsg(flow->fd, proxy->messages, UDP_BATCH,
+				     MSG_DONTWAIT, NULL);
+		if (count < 0) {
+			/* ECONNREFUSED: an earlier datagram found no listener. */
+			if (errno == EINTR || errno == ECONNREFUSED)
+				continue;
+			return;
+		}
+		for (int i = 0; i < count; i++) {
+			struct msghdr *msg = &proxy->messages[i].msg_hdr;
+			proxy->iovecs[i].iov_len = proxy->messages[i].msg_len;
+			msg->msg_name = &flow->lb_addr;
+			msg->msg_namelen = address_length(&flow->lb_addr);
+		}
+		if (count > 0 &&
+		    sendmmsg(proxy->listen_fd, proxy->messages,
+			     (unsigned)count, 0) < 0 &&
+		    errno != EAGAIN)
+			log_error("udp reply to the load balancer: %s",
+				  strerror(errno));
+		udp_touch_flow(proxy, flow, monotonic_ms());
+		if (count < UDP_BATCH)
+			return;
+	}
+}
+
+static int udp_setup(struct udp_proxy *proxy, int listen_fd,
+		     const struct options *opts, const struct subnets *allowed)
+{
+	sigset_t signals;
+	size_t buckets = 1;
+
+	memset(proxy, 0, sizeof *proxy);
+	proxy->opts = opts;
+	proxy->allowed = allowed;
+	proxy->listen_fd = listen_fd;
+	proxy->idle_limit_ms = (int64_t)opts->close_after_s * 1000;
+	while (buckets < opts->max_flows)
+		buckets <<= 1;
+	proxy->bucket_mask = buckets - 1;
+	/* Reserved, not touched: pages are used only as flows appear. */
+	proxy->flow_pool = calloc(opts->max_flows, sizeof *proxy->flow_pool);
+	proxy->buckets = calloc(buckets, sizeof *proxy->buckets);
+	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
+	if (!proxy->flow_pool || !proxy->buckets || !proxy->buffers)
+		return -1;
+	for (unsigned i = opts->max_flows; i > 0; i--) {
+		proxy->flow_pool[i - 1].hash_next = proxy->free_flows;
+		proxy->free_flows = &proxy->flow_pool[i - 1];
+	}
+	listener_signal_set(&signals);
+	proxy->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+	proxy->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (proxy->signal_fd < 0 || proxy->epoll_fd < 0 ||
+	    set_nonblocking(listen_fd) != 0)
+		return -1;
+	/* data.ptr NULL marks the listening socket, the proxy itself the signals. */
+	struct epoll_event listen_event = {.events = EPOLLIN, .data.ptr = NULL};
+	struct epoll_event signal_event = {.events = EPOLLIN, .data.ptr = proxy};
+	if (epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, listen_fd,
+		      &listen_event) != 0 ||
+	    epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, proxy->signal_fd,
+		      &signal_event) != 0)
+		return -1;
+	return 0;
+}
+
+static void udp_teardown(struct udp_proxy *proxy)
+{
+	while (proxy->idle_head)
+		udp_close_flow(proxy, proxy->idle_head, "closed (exit)");
+	close(proxy->epoll_fd);
+	close(proxy->signal_fd);
+	free(proxy->flow_pool);
+	free(proxy->buckets);
+	free(proxy->buffers);
+}
+
+/* Sleep until the least recently active flow is due, or a second at most. */
+static int udp_wait_ms(const struct udp_proxy *proxy, int64_t now_ms)
+{
+	if (proxy->idle_head == NULL)
+		return -1;
+	int64_t due = proxy->idle_head->last_active_ms + proxy->idle_limit_ms -
+		      now_ms;
+	return due <= 0 ? 0 : due > 1000 ? 1000 : (int)due;
+}
+
+static int run_udp(int listen_fd, const struct options *opts,
+		   const struct subnets *allowed)
+{
+	struct udp_proxy proxy;
+	struct epoll_event events[64];
+
+	if (udp_setup(&proxy, listen_fd, opts, allowed) != 0)
+		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
+	for (;;) {
+		int count = epoll_wait(proxy.epoll_fd, events, 64,
+				       udp_wait_ms(&proxy, monotonic_ms()));
+		if (count < 0 && errno != EINTR)
+			die(EXIT_SYSTEM, "epoll_wait: %s", strerror(errno));
+		for (int i = 0; i < count; i++) {
+			void *source = events[i].data.ptr;
+			if (source == NULL) {
+				udp_receive_from_load_balancers(&proxy);
+			} else if (source == &proxy) {
+				bool child_exited = false;
+				if (read_signals(proxy.signal_fd,
+						 &child_exited)) {
+					udp_teardown(&proxy);
+					return 0;
+				}
+			} else {
+				udp_relay_replies(&proxy, source);
+			}
+		}
+		udp_expire_flows(&proxy, monotonic_ms());
+	}
+}
 
 /* ---- main --------------------------------------------------------------- */
 
@@ -1688,6 +2216,8 @@ int main(int argc, char **argv)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 
 	int activated_fd = socket_activation_fd();
+	if (activated_fd >= 0 && is_socket_of_type(activated_fd, SOCK_DGRAM))
+		opts.protocol = PROTOCOL_UDP;
 	bool one_connection =
 		opts.protocol == PROTOCOL_TCP &&
 		(activated_fd >= 0 ? !is_listening_socket(activated_fd)
@@ -1723,14 +2253,4 @@ int main(int argc, char **argv)
 		return run_listener(&l, &opts, allowed);
 	}
 	return run_standalone(&opts, allowed);
-}
-
-/* UDP placeholder: replaced by the datagram mode. */
-static int run_udp(int fd, const struct options *opts,
-		   const struct subnets *allowed)
-{
-	(void)fd;
-	(void)opts;
-	(void)allowed;
-	die(EXIT_USAGE, "-p udp: not available yet");
 }
