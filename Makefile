@@ -25,7 +25,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 -include config.mak
 
-HELPERS = tests/helpers/backend tests/helpers/ppclient
+HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
