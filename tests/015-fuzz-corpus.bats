@@ -1,0 +1,11 @@
+#!/usr/bin/env bats
+# The kept fuzz corpus (tests/fuzz/corpus: seeds and any past crashers)
+# replayed through the fuzz harness's property checks, under ASan and UBSan,
+# without needing clang or libFuzzer. `make fuzz` explores further.
+
+@test "every input in the kept fuzz corpus passes the parser's property checks" {
+	run "$BATS_TEST_DIRNAME/fuzz/replay_proxyhdr" "$BATS_TEST_DIRNAME/fuzz/corpus"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"replayed "* ]]
+}
