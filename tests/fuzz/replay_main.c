@@ -15,55 +15,30 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Run one file through the harness; 0 on success, -1 if unreadable. */
-static int replay_file(const char *path)
+/*
+ * Run one file through the harness in a buffer of exactly its size, so ASan
+ * sees a read past the input; 0 on success, -1 if unreadable.
+ */
+static int replay_file(const char *path, size_t size)
 {
 	FILE *file = fopen(path, "rb");
-	uint8_t *data = NULL;
-	size_t size = 0, capacity = 0, n;
+	uint8_t *data = malloc(size ? size : 1);
 
-	if (!file) {
-		fprintf(stderr, "replay: %s: %s\n", path, strerror(errno));
-		return -1;
+	if (!data) {
+		fprintf(stderr, "replay: out of memory\n");
+		exit(1);
 	}
-	for (;;) {
-		if (size == capacity) {
-			uint8_t *grown;
-
-			capacity = capacity ? 2 * capacity : 4096;
-			grown = realloc(data, capacity);
-			if (!grown) {
-				fprintf(stderr, "replay: out of memory\n");
-				exit(1);
-			}
-			data = grown;
-		}
-		n = fread(data + size, 1, capacity - size, file);
-		size += n;
-		if (n == 0)
-			break;
-	}
-	if (ferror(file)) {
-		fprintf(stderr, "replay: %s: read error\n", path);
-		fclose(file);
+	if (!file || fread(data, 1, size, file) != size) {
+		fprintf(stderr, "replay: %s: %s\n", path,
+			file ? "short read" : strerror(errno));
+		if (file)
+			fclose(file);
 		free(data);
 		return -1;
 	}
 	fclose(file);
-	/* An exact-size copy, so ASan sees a read past the input. */
-	{
-		uint8_t *exact = malloc(size ? size : 1);
-
-		if (!exact) {
-			fprintf(stderr, "replay: out of memory\n");
-			exit(1);
-		}
-		if (size)
-			memcpy(exact, data, size);
-		free(data);
-		LLVMFuzzerTestOneInput(exact, size);
-		free(exact);
-	}
+	LLVMFuzzerTestOneInput(data, size);
+	free(data);
 	return 0;
 }
 
@@ -81,7 +56,7 @@ static int replay_path(const char *path, size_t *count)
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		(*count)++;
-		return replay_file(path);
+		return replay_file(path, (size_t)st.st_size);
 	}
 	dir = opendir(path);
 	if (!dir) {
@@ -98,7 +73,7 @@ static int replay_path(const char *path, size_t *count)
 		if (stat(file_path, &st) != 0 || !S_ISREG(st.st_mode))
 			continue;
 		(*count)++;
-		if (replay_file(file_path) != 0)
+		if (replay_file(file_path, (size_t)st.st_size) != 0)
 			failed = 1;
 	}
 	closedir(dir);
