@@ -1,0 +1,208 @@
+#!/usr/bin/env bats
+# Launch modes: the same spoofed connection must work however mmproxy is
+# started. Under xinetd (the shipped systemd/mmproxy.xinetd entry, with this
+# test's ports and paths), under systemd-socket-activate as systemd would start
+# mmproxy@.service (connection on fd 0) or a socket-activated service
+# (LISTEN_FDS=1: a connection, or a listening socket, on fd 3), and with no
+# mode option at all when fd 0 is a connected socket. Every test checks what
+# the backend saw: the client named in the PROXY header as the peer, and the
+# exact bytes.
+
+load helpers/common
+
+# Under xinetd fd 2 is the client: the mmproxy.xinetd entry, with this test's
+# listen port, backend port, allow-list and binary, and -v 2 so that a log
+# line written to the wrong place would show up at the client. xinetd's own
+# log goes to $TEST_DIR/xinetd.log.
+xinetd_start() {
+	local listen_port=$1 backend_port=$2 conf=$TEST_DIR/xinetd.conf
+	shift 2
+	printf 'defaults\n{\n\tlog_type = FILE %s\n}\n' "$TEST_DIR/xinetd.log" >"$conf"
+	sed -E \
+		-e "s#^([[:space:]]*port[[:space:]]*=).*#\1 $listen_port#" \
+		-e "s#^([[:space:]]*bind[[:space:]]*=).*#\1 127.0.0.1#" \
+		-e "s#^([[:space:]]*server[[:space:]]*=).*#\1 $MMPROXY#" \
+		-e "s#^([[:space:]]*server_args[[:space:]]*=).*#\1 --inetd -4 127.0.0.1:$backend_port -6 [::1]:$backend_port --allowed-subnets $ALLOWED_SUBNETS -v 2 $*#" \
+		"$REPO/systemd/mmproxy.xinetd" >>"$conf"
+	# The entry itself must not have changed shape under us.
+	grep -q "server_args.*--allowed-subnets $ALLOWED_SUBNETS" "$conf"
+	grep -Eq "^[[:space:]]*wait[[:space:]]*= no" "$conf"
+	start_bg xinetd xinetd -f "$conf" -dontfork -pidfile "$TEST_DIR/xinetd.pid"
+	wait_for_listen "$listen_port"
+}
+
+# systemd-socket-activate OPTIONS... -- MMPROXY ARGS: mmproxy as a
+# socket-activated service would start it; its stderr (and that of
+# systemd-socket-activate) is $TEST_DIR/activate.err.
+activate_start() {
+	local listen=$1 listen_port=${1##*:}
+	shift
+	local options=()
+	while [ "$1" != -- ]; do
+		options+=("$1")
+		shift
+	done
+	shift
+	start_bg activate systemd-socket-activate "${options[@]}" -l "$listen" "$MMPROXY" "$@"
+	MMPROXY_LOG=$TEST_DIR/activate.err
+	wait_for_listen "$listen_port"
+}
+
+# The usual target and allow-list for a backend on $1, -v 2.
+target_args() {
+	echo "-4 127.0.0.1:$1 -6 [::1]:$1 --allowed-subnets $ALLOWED_SUBNETS -v 2"
+}
+
+# relay_ok [PPCLIENT OPTIONS...] ADDR:PORT: one connection with 1000 bytes
+# and a half-close; the echo backend's bytes all come back.
+relay_ok() {
+	run ppclient -n 1000 --half-close -w 10 "$@"
+	echo "ppclient: $output"
+	[ "$status" -eq 0 ]
+	[ "$(field end "$output")" = eof ]
+	[ "$(field sent "$output")" = 1000 ]
+	[ "$(field received "$output")" = 1000 ]
+	[ "$(field crc_received "$output")" = "$(field crc_sent "$output")" ]
+	CLIENT_CRC=$(field crc_sent "$output")
+}
+
+# backend_saw PEER [N]: the backend's Nth line (default the last) is a whole
+# connection from PEER that carried the client's bytes.
+backend_saw() {
+	local line
+	wait_for_file_lines "$BACKEND_LOG" "${2:-1}"
+	line=$(sed -n "${2:-\$}p" "$BACKEND_LOG")
+	echo "backend: $line"
+	[ "$(field peer "$line")" = "$1" ]
+	[ "$(field bytes "$line")" = 1000 ]
+	[ "$(field crc "$line")" = "$CLIENT_CRC" ]
+	[ "$(field end "$line")" = eof ]
+}
+
+# ---- xinetd
+
+@test "under xinetd, a v1 client reaches the backend from its own address" {
+	backend_start echo "$(port 1)"
+	xinetd_start "$(port 0)" "$(port 1)"
+	relay_ok -1 -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.10:40000
+}
+
+@test "under xinetd, a v2 client reaches the backend from its own address" {
+	backend_start echo "$(port 1)"
+	xinetd_start "$(port 0)" "$(port 1)"
+	relay_ok -2 -s 198.51.100.7:40001 "127.0.0.1:$(port 0)"
+	backend_saw 198.51.100.7:40001
+}
+
+@test "under xinetd, an IPv6 client reaches the IPv6 backend from its own address" {
+	backend_start echo "$(port 1)"
+	xinetd_start "$(port 0)" "$(port 1)"
+	relay_ok -2 -s '[2001:db8::10]:40002' "127.0.0.1:$(port 0)"
+	backend_saw '[2001:db8::10]:40002'
+	[ "$(field local "$(tail -n 1 "$BACKEND_LOG")")" = "[::1]:$(port 1)" ]
+}
+
+@test "under xinetd with -v 2, the client receives the backend's bytes and nothing else" {
+	backend_start sink "$(port 1)" -R 5000
+	xinetd_start "$(port 0)" "$(port 1)"
+	run ppclient -2 -n 1000 --half-close -w 10 -o "$TEST_DIR/received" "127.0.0.1:$(port 0)"
+	echo "ppclient: $output"
+	[ "$(field end "$output")" = eof ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	local line
+	line=$(tail -n 1 "$BACKEND_LOG")
+	echo "backend: $line"
+	[ "$(field sent "$line")" = 5000 ]
+	[ "$(field received "$output")" = 5000 ]
+	[ "$(field crc_received "$output")" = "$(field crc_sent "$line")" ]
+	! grep -aq mmproxy "$TEST_DIR/received"
+}
+
+@test "under xinetd, a load balancer outside the allowed subnets gets no bytes back" {
+	write_allowed_subnets "$ALLOWED_SUBNETS" 10.0.0.0/8
+	backend_start echo "$(port 1)"
+	xinetd_start "$(port 0)" "$(port 1)"
+	run ppclient -1 -n 1000 --half-close -w 10 -o "$TEST_DIR/received" "127.0.0.1:$(port 0)"
+	echo "ppclient: $output"
+	[[ "$(field end "$output")" =~ ^(eof|reset)$ ]]
+	[ "$(field received "$output")" = 0 ]
+	[ ! -s "$TEST_DIR/received" ]
+	# mmproxy exits after refusing; the backend never heard of it.
+	wait_until 5 bash -c "! pgrep -P \$(cat '$TEST_DIR/xinetd.pid') >/dev/null"
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+@test "under xinetd, a bad header gets no bytes back, not even an error message" {
+	backend_start echo "$(port 1)"
+	xinetd_start "$(port 0)" "$(port 1)"
+	run ppclient --garbage 64 -n 100 --half-close -w 10 -o "$TEST_DIR/received" "127.0.0.1:$(port 0)"
+	echo "ppclient: $output"
+	[[ "$(field end "$output")" =~ ^(eof|reset)$ ]]
+	[ "$(field received "$output")" = 0 ]
+	[ ! -s "$TEST_DIR/received" ]
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+# ---- systemd socket activation (systemd-socket-activate stands in for PID 1)
+
+@test "with the connection on fd 0 and --inetd (mmproxy@.service), the client reaches the backend" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	relay_ok -1 -s 192.0.2.20:40010 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.20:40010
+	wait_for_log "$MMPROXY_LOG" 'conn client=192\.0\.2\.20:40010 .*end=done'
+}
+
+@test "with a connection on fd 0 and no mode option, mmproxy picks inetd mode itself" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- $(target_args "$(port 1)")
+	relay_ok -2 -s 192.0.2.21:40011 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.21:40011
+}
+
+@test "with a connected socket on fd 3 (LISTEN_FDS=1, Accept=yes), the client reaches the backend" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept -- $(target_args "$(port 1)")
+	relay_ok -2 -s 192.0.2.22:40012 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.22:40012
+	wait_for_log "$MMPROXY_LOG" 'conn client=192\.0\.2\.22:40012 .*end=done'
+}
+
+@test "with a listening socket on fd 3 (LISTEN_FDS=1), mmproxy serves one connection after another" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" -- $(target_args "$(port 1)")
+	relay_ok -1 -s 192.0.2.23:40013 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.23:40013 1
+	relay_ok -2 -s 192.0.2.24:40014 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.24:40014 2
+	relay_ok -2 -s '[2001:db8::24]:40015' "127.0.0.1:$(port 0)"
+	backend_saw '[2001:db8::24]:40015' 3
+	# Still the one process systemd started, and still listening.
+	is_alive "$(cat "$TEST_DIR/activate.pid")"
+	wait_for_listen "$(port 0)"
+}
+
+@test "an IPv6 load balancer and an IPv6 client work through socket activation" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "[::1]:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	relay_ok -2 -s '[2001:db8::30]:40020' "[::1]:$(port 0)"
+	backend_saw '[2001:db8::30]:40020'
+	[ "$(field local "$(tail -n 1 "$BACKEND_LOG")")" = "[::1]:$(port 1)" ]
+}
+
+@test "on a dual-stack socket like ListenStream=8443, an IPv4 load balancer matches its IPv4 subnet" {
+	# systemd's ListenStream=PORT listens on [::]:PORT; IPv4 load balancers
+	# then arrive as ::ffff:127.0.0.1, and 127.0.0.1/32 must still allow them.
+	write_allowed_subnets "$ALLOWED_SUBNETS" 127.0.0.1/32
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	relay_ok -1 -s 192.0.2.40:40030 "127.0.0.1:$(port 0)"
+	backend_saw 192.0.2.40:40030
+}
