@@ -1096,39 +1096,43 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 /* ---- relay -------------------------------------------------------------- */
 
 /*
- * One direction of the relay. Bytes move through a pipe with splice(), so
- * they are never copied to user space; where pipes are unavailable, through
- * a buffer. We read only when the pipe or buffer is empty: a pipe counts
- * its room in slots, not bytes, so "not full" cannot be known in advance,
- * and a splice that fails for want of room would look like an empty socket.
+ * One direction of the relay. Small messages go through a one-page buffer
+ * with read()/send(): for them that is cheaper than splice(), and a
+ * connection that never carries bulk never creates a pipe. Once a read
+ * fills the buffer, the direction switches to splice() through a pipe, so
+ * bulk bytes are never copied to user space.
+ *
+ * We read only when the buffer or pipe is empty: a pipe counts its room in
+ * slots, not bytes, so "not full" cannot be known in advance, and a splice
+ * that fails for want of room would look like an empty socket.
  */
 struct relay_direction {
 	int from_fd;
 	int to_fd;
-	int pipe_fds[2]; /* -1 when the buffer is used instead */
-	uint8_t *buffer;
+	int pipe_fds[2]; /* -1 until the direction carries bulk */
 	size_t buffer_start;
 	size_t pending;     /* bytes read and not yet written */
+	bool wants_pipe;    /* the last read filled the buffer */
 	bool read_closed;   /* from_fd sent EOF */
 	bool write_shut;    /* shutdown(to_fd, SHUT_WR) done */
 	bool reset;         /* one side failed: reset both */
 	bool reset_by_from; /* the failure was on from_fd's side */
 	uint64_t bytes;
+	uint8_t buffer[4096];
 };
 
-enum { RELAY_CHUNK = 65536, FALLBACK_BUFFER_SIZE = 16384 };
+enum { SPLICE_CHUNK = 65536 };
 
-static int relay_direction_init(struct relay_direction *dir, int from_fd,
-				int to_fd)
+static void relay_direction_init(struct relay_direction *dir, int from_fd,
+				 int to_fd)
 {
-	memset(dir, 0, sizeof *dir);
 	dir->from_fd = from_fd;
 	dir->to_fd = to_fd;
-	if (pipe2(dir->pipe_fds, O_NONBLOCK | O_CLOEXEC) == 0)
-		return 0;
 	dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
-	dir->buffer = malloc(FALLBACK_BUFFER_SIZE);
-	return dir->buffer ? 0 : -1;
+	dir->buffer_start = dir->pending = 0;
+	dir->wants_pipe = dir->read_closed = dir->write_shut = false;
+	dir->reset = dir->reset_by_from = false;
+	dir->bytes = 0;
 }
 
 static void relay_direction_release(struct relay_direction *dir)
@@ -1137,7 +1141,11 @@ static void relay_direction_release(struct relay_direction *dir)
 		close(dir->pipe_fds[0]);
 		close(dir->pipe_fds[1]);
 	}
-	free(dir->buffer);
+}
+
+static bool uses_pipe(const struct relay_direction *dir)
+{
+	return dir->pipe_fds[0] >= 0;
 }
 
 /* Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: nothing there now). */
@@ -1145,18 +1153,23 @@ static ssize_t relay_read(struct relay_direction *dir)
 {
 	ssize_t n;
 
+	/* Without a pipe (EMFILE...), the buffer still does the job. */
+	if (dir->wants_pipe && !uses_pipe(dir) &&
+	    pipe2(dir->pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0)
+		dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
+	dir->wants_pipe = false;
 	do {
-		if (dir->buffer == NULL)
+		if (uses_pipe(dir))
 			n = splice(dir->from_fd, NULL, dir->pipe_fds[1], NULL,
-				   RELAY_CHUNK,
+				   SPLICE_CHUNK,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		else
-			n = read(dir->from_fd, dir->buffer,
-				 FALLBACK_BUFFER_SIZE);
+			n = read(dir->from_fd, dir->buffer, sizeof dir->buffer);
 	} while (n < 0 && errno == EINTR);
 	if (n > 0) {
 		dir->pending = (size_t)n;
 		dir->buffer_start = 0;
+		dir->wants_pipe = (size_t)n == sizeof dir->buffer;
 	}
 	return n;
 }
@@ -1166,7 +1179,7 @@ static ssize_t relay_write(struct relay_direction *dir)
 	ssize_t n;
 
 	do {
-		if (dir->buffer == NULL)
+		if (uses_pipe(dir))
 			n = splice(dir->pipe_fds[0], NULL, dir->to_fd, NULL,
 				   dir->pending,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -1251,11 +1264,8 @@ static void relay(struct connection *conn)
 	struct relay_direction up, down; /* up: client to backend */
 	bool backend_closed_first = false;
 
-	if (relay_direction_init(&up, conn->lb_fd, conn->backend_fd) != 0 ||
-	    relay_direction_init(&down, conn->backend_fd, conn->lb_fd) != 0) {
-		conn->end = END_ERROR;
-		return;
-	}
+	relay_direction_init(&up, conn->lb_fd, conn->backend_fd);
+	relay_direction_init(&down, conn->backend_fd, conn->lb_fd);
 	conn->end = END_DONE;
 	while (!(up.write_shut && down.write_shut)) {
 		struct pollfd fds[2] = {
