@@ -318,8 +318,7 @@ usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "mmproxy: %s (see mmproxy --help)\n", line);
-	exit(EXIT_USAGE);
+	die(EXIT_USAGE, "%s (see mmproxy --help)", line);
 }
 
 /* The one number parser: decimal, no sign, within [min, max]. */
@@ -453,6 +452,10 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 		break;
 	case OPT_TARGET6:
 		parse_address_option(shown, value, &opts->target6);
+		if (opts->target6.ss_family != AF_INET6)
+			usage_error("%s: \"%s\": not an IPv6 address in "
+				    "brackets",
+				    shown, value);
 		break;
 	case OPT_SUBNETS:
 		opts->subnets_path = value;
@@ -1397,7 +1400,8 @@ static int handle_connection(int lb_fd, const struct options *opts,
 		if (connect_backend(&conn, opts) == 0) {
 			set_int_option(lb_fd, IPPROTO_TCP, TCP_NODELAY, 1);
 			relay(&conn);
-			if (conn.end == END_DONE && !conn.spoofed &&
+			/* A LOCAL or UNKNOWN check that carried nothing. */
+			if (is_normal_end(conn.end) && !conn.spoofed &&
 			    conn.bytes_up == 0 && conn.bytes_down == 0)
 				conn.end = END_HEALTH;
 		}
@@ -2222,7 +2226,13 @@ int main(int argc, char **argv)
 	protect_standard_fds();
 	parse_options(argc, argv, &opts);
 	logger.verbosity = opts.verbosity;
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+	/*
+	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP: a
+	 * closed terminal must not cut established connections; to reload
+	 * the subnets file, restart (connections live on).
+	 */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
+	    signal(SIGHUP, SIG_IGN) == SIG_ERR)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 
 	int activated_fd = socket_activation_fd();
@@ -2253,6 +2263,10 @@ int main(int argc, char **argv)
 	if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0)
 		die(EXIT_SYSTEM, "sigprocmask: %s", strerror(errno));
 
+	if (opts.protocol == PROTOCOL_UDP && activated_fd >= 0 &&
+	    !is_socket_of_type(activated_fd, SOCK_DGRAM))
+		die(EXIT_USAGE, "-p udp: the socket passed on fd 3 is not a "
+				"datagram socket");
 	if (opts.protocol == PROTOCOL_UDP)
 		return run_udp(activated_fd >= 0 ? activated_fd
 						 : open_listener(&opts, false),
