@@ -116,7 +116,7 @@ backend_saw() {
 	[ "$(field sent "$line")" = 5000 ]
 	[ "$(field received "$output")" = 5000 ]
 	[ "$(field crc_received "$output")" = "$(field crc_sent "$line")" ]
-	! grep -aq mmproxy "$TEST_DIR/received"
+	! grep -aq mmproxy "$TEST_DIR/received" || false
 }
 
 @test "under xinetd, a load balancer outside the allowed subnets gets no bytes back" {
@@ -205,4 +205,56 @@ backend_saw() {
 	activate_start "$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
 	relay_ok -1 -s 192.0.2.40:40030 "127.0.0.1:$(port 0)"
 	backend_saw 192.0.2.40:40030
+}
+
+# ---- exit status per connection: systemd keeps a failed unit for each
+# mmproxy@.service instance that exits non-zero, so a refusal or a load
+# balancer that goes away must end with 0 (systemd-socket-activate reports
+# "Child PID died with code N").
+
+# children_exited_ok N: N children ended, every one with status 0.
+children_exited_ok() {
+	wait_until 10 bash -c "[ \$(grep -c 'died with code' '$TEST_DIR/activate.err') -ge $1 ]"
+	echo "exits:"
+	grep 'died with code' "$TEST_DIR/activate.err"
+	! grep -q 'died with code [^0]' "$TEST_DIR/activate.err" || false
+	! grep -q 'killed by signal\|dumped core' "$TEST_DIR/activate.err" || false
+}
+
+@test "with Accept=yes, a refused load balancer ends mmproxy with status 0 and one log line" {
+	write_allowed_subnets "$ALLOWED_SUBNETS" 10.0.0.0/8
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	run ppclient -1 -n 100 --half-close -w 10 "127.0.0.1:$(port 0)"
+	echo "ppclient: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" 'refused lb=127\.0\.0\.1:[0-9]+: not in allowed subnets'
+	children_exited_ok 1
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+@test "with Accept=yes, health checks that reset at once end mmproxy with status 0" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	# What haproxy's checks do: connect, send the header, reset.
+	ppclient -2 --local --reset -w 5 "127.0.0.1:$(port 0)"
+	ppclient -1 --unknown --reset -w 5 "127.0.0.1:$(port 0)"
+	ppclient --no-header --reset -w 5 "127.0.0.1:$(port 0)"
+	children_exited_ok 3
+	# Nothing but the -v 2 connection lines: a check is not an error.
+	! grep '^mmproxy\[' "$MMPROXY_LOG" | grep -v ' conn ' || false
+}
+
+@test "with Accept=yes, a header that never comes ends mmproxy with status 0 after the timeout" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)") --header-timeout 1
+	run ppclient --no-header --hold-ms 3000 -w 10 "127.0.0.1:$(port 0)"
+	echo "ppclient: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" 'conn client=- lb=127\.0\.0\.1:[0-9]+ .*end=header-timeout'
+	children_exited_ok 1
+	[ ! -s "$BACKEND_ACCEPTS" ]
 }
