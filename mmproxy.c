@@ -1385,9 +1385,13 @@ static int handle_connection(int lb_fd, const struct options *opts,
 	conn.start_ms = monotonic_ms();
 	if (getpeername(lb_fd, (struct sockaddr *)&conn.lb_addr, &len) != 0 ||
 	    set_nonblocking(lb_fd) != 0) {
-		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
+		/* ENOTCONN: a check that connected and reset before we looked. */
+		bool gone = errno == ENOTCONN;
+		if (!gone)
+			log_error("connection on fd %d: %s", lb_fd,
+				  strerror(errno));
 		close(lb_fd);
-		return EXIT_SYSTEM;
+		return gone ? 0 : EXIT_SYSTEM;
 	}
 	if (allowed != NULL &&
 	    !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
