@@ -3,14 +3,45 @@
 # properties mmproxy depends on (KillMode=process, nothing written to the
 # socket, CAP_NET_ADMIN without PrivateNetwork/PrivateUsers), the routing
 # unit's own commands set up and tear down the policy routing idempotently,
-# and xinetd accepts the shipped entry. systemd is not PID 1 on test
-# machines, so nothing here starts a unit: the commands are run as systemd
-# would run them, inside a private network namespace.
+# and the shipped command lines (ExecStart=, the xinetd entry) relay a
+# spoofed connection on the shipped ports (8443 to 443). systemd is not PID 1
+# on test machines, so nothing here starts a unit: the commands are run as
+# systemd would run them, inside a private network namespace.
 
-ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+load helpers/common
+
+teardown() {
+	common_teardown
+	if [ -n "${PUBLIC_DIR:-}" ]; then rm -rf "$PUBLIC_DIR"; fi
+}
+
+ROOT=$REPO
 UNITS="$ROOT/systemd"
-MMPROXY="${MMPROXY:-$ROOT/mmproxy}"
 case "$MMPROXY" in /*) ;; *) MMPROXY="$ROOT/$MMPROXY" ;; esac
+
+# The unit's ExecStart= as words, with the installed paths replaced by the
+# built binary and this test's allow-list (127.0.0.1/32 and ::1/128).
+shipped_command() {
+	local line
+	line=$(unit_values "$1" ExecStart)
+	line=${line//\/usr\/local\/sbin\/mmproxy/$MMPROXY}
+	line=${line//\/etc\/mmproxy\/allowed-subnets.txt/$ALLOWED_SUBNETS}
+	read -ra SHIPPED <<<"$line"
+	[[ "${SHIPPED[0]}" == "$MMPROXY" ]]
+	[[ " ${SHIPPED[*]} " == *" $ALLOWED_SUBNETS "* ]]
+}
+
+# One spoofed connection to 127.0.0.1:8443 reaches the backend on 443.
+relay_through_8443() {
+	run ppclient -2 -s "$1" -n 1000 --half-close -w 10 127.0.0.1:8443
+	echo "ppclient: $output"
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 1000 ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	echo "backend: $(tail -n 1 "$BACKEND_LOG")"
+	[ "$(field peer "$(tail -n 1 "$BACKEND_LOG")")" = "$1" ]
+	[ "$(field bytes "$(tail -n 1 "$BACKEND_LOG")")" = 1000 ]
+}
 
 # The value of KEY= lines in FILE, one per line (all of them, in order).
 unit_values() {
@@ -132,24 +163,68 @@ exec_script() {
 	! grep -q '^User=' "$UNITS/mmproxy-routing.service" || false
 }
 
-@test "xinetd accepts the shipped entry and listens on port 8443" {
-	[ -x "$MMPROXY" ]
-	local conf="$BATS_TEST_TMPDIR/xinetd.conf"
-	printf 'defaults\n{\n}\n' >"$conf"
-	sed "s#/usr/local/sbin/mmproxy#$MMPROXY#" "$UNITS/mmproxy.xinetd" >>"$conf"
-	run unshare -n bash -c "
-		ip link set lo up || exit 1
-		xinetd -f '$conf' -dontfork -pidfile '$BATS_TEST_TMPDIR/xinetd.pid' \
-			>'$BATS_TEST_TMPDIR/xinetd.log' 2>&1 &
-		pid=\$!
-		for i in \$(seq 100); do
-			ss -Hltn 'sport = :8443' | grep -q LISTEN && { echo listening; break; }
-			kill -0 \$pid 2>/dev/null || break
-			sleep 0.05
-		done
-		kill \$pid; wait \$pid"
-	echo "$output"
-	cat "$BATS_TEST_TMPDIR/xinetd.log"
-	grep -q '^listening' <<<"$output"
-	! grep -Eiq 'bad|unknown|error' "$BATS_TEST_TMPDIR/xinetd.log" || false
+@test "mmproxy.service's command line listens on 0.0.0.0:8443 and relays to 443" {
+	shipped_command "$UNITS/mmproxy.service"
+	backend_start echo 443
+	start_bg listener "${SHIPPED[@]}"
+	MMPROXY_LOG=$TEST_DIR/listener.err
+	wait_for_listen 8443
+	netns_exec ss -Hltn 'sport = :8443' | grep -q '0\.0\.0\.0:8443'
+	relay_through_8443 192.0.2.50:40000
+}
+
+@test "mmproxy@.service's command line relays a connection handed over by mmproxy.socket" {
+	shipped_command "$UNITS/mmproxy@.service"
+	local listen
+	listen=$(unit_values "$UNITS/mmproxy.socket" ListenStream)
+	backend_start echo 443
+	# Accept=yes with StandardInput=socket: the connection on fd 0.
+	start_bg activate systemd-socket-activate --accept --inetd -l "$listen" "${SHIPPED[@]}"
+	wait_for_listen 8443
+	relay_through_8443 192.0.2.51:40001
+	relay_through_8443 '[2001:db8::51]:40002'
+}
+
+@test "as an unprivileged user with only the units' capabilities, mmproxy still spoofs" {
+	# What DynamicUser=yes, AmbientCapabilities=, CapabilityBoundingSet= and
+	# NoNewPrivileges=yes amount to, done with setpriv: uid/gid 65534, no
+	# groups, only the listed capabilities.
+	local caps
+	caps=$(unit_values "$UNITS/mmproxy.service" AmbientCapabilities |
+		tr 'A-Z ' 'a-z\n' | sed -n 's/^cap_\(.\+\)/+\1/p' | paste -sd,)
+	[ "$caps" = "$(unit_values "$UNITS/mmproxy.service" CapabilityBoundingSet |
+		tr 'A-Z ' 'a-z\n' | sed -n 's/^cap_\(.\+\)/+\1/p' | paste -sd,)" ]
+	[ -n "$caps" ]
+	# The allow-list must be readable by that user, like /etc/mmproxy's.
+	PUBLIC_DIR=$(mktemp -d /tmp/mmproxy-130.XXXXXX)
+	chmod 755 "$PUBLIC_DIR"
+	ALLOWED_SUBNETS=$PUBLIC_DIR/allowed.txt
+	write_allowed_subnets "$ALLOWED_SUBNETS"
+	chmod 644 "$ALLOWED_SUBNETS"
+	shipped_command "$UNITS/mmproxy.service"
+	backend_start echo 443
+	start_bg listener setpriv --reuid=65534 --regid=65534 --clear-groups --nnp \
+		--inh-caps="-all,$caps" --ambient-caps="-all,$caps" --bounding-set="-all,$caps" \
+		"${SHIPPED[@]}"
+	wait_for_listen 8443
+	relay_through_8443 192.0.2.53:40004
+	relay_through_8443 '[2001:db8::53]:40005'
+	# The listener really runs unprivileged.
+	grep -Eq '^Uid:[[:space:]]+65534' "/proc/$(pgrep -P "$BG_PID" -x mmproxy || echo "$BG_PID")/status" ||
+		grep -Eq '^Uid:[[:space:]]+65534' "/proc/$BG_PID/status"
+}
+
+@test "xinetd runs the shipped entry on port 8443 and it relays to 443" {
+	local conf="$TEST_DIR/xinetd.conf"
+	printf 'defaults\n{\n\tlog_type = FILE %s\n}\n' "$TEST_DIR/xinetd.log" >"$conf"
+	sed -e "s#/usr/local/sbin/mmproxy#$MMPROXY#" \
+		-e "s#/etc/mmproxy/allowed-subnets.txt#$ALLOWED_SUBNETS#" \
+		"$UNITS/mmproxy.xinetd" >>"$conf"
+	grep -q "server_args.*$ALLOWED_SUBNETS" "$conf"
+	backend_start echo 443
+	start_bg xinetd xinetd -f "$conf" -dontfork -pidfile "$TEST_DIR/xinetd.pid"
+	wait_for_listen 8443
+	relay_through_8443 192.0.2.52:40003
+	cat "$TEST_DIR/xinetd.log" "$TEST_DIR/xinetd.err" 2>/dev/null || true
+	! grep -Eiq 'bad|unknown|error' "$TEST_DIR/xinetd.err" || false
 }
