@@ -150,7 +150,7 @@ conn_line() {
 
 	conn=$(conn_line '192\.0\.2\.16:40000')
 	[[ $conn =~ end=(backend-closed|done)$ ]]
-	wait_until 10 test -z "$(children_of "$MMPROXY_PID")"
+	wait_until 10 eval '[ -z "$(children_of "$MMPROXY_PID")" ]'
 	is_alive "$MMPROXY_PID"
 }
 

@@ -28,15 +28,21 @@
 #                                 NAME.pid and to BG_PID; recorded for teardown
 #   kill_recorded                 kill what this test started (and its children)
 #   port N                        a port for this test: 20000 + 10*test number + N
-#   wait_until SECONDS CMD...     poll CMD every 20 ms until it succeeds
+#   wait_until SECONDS CMD...     poll CMD every 20 ms until it succeeds; CMD's
+#                                 arguments are expanded once, so a condition
+#                                 on changing state goes through eval in single
+#                                 quotes: wait_until 10 eval '[ "$(wc -l <"$F")" -ge 5 ]'
 #   wait_for_listen PORT [tcp|udp] [SECONDS]   until something listens on PORT
 #   wait_for_no_listen PORT [tcp|udp] [SECONDS]
 #   wait_for_file_lines FILE N [SECONDS]       until FILE has at least N lines
 #   wait_for_log FILE REGEX [SECONDS]          until grep -E REGEX FILE matches
 #   wait_for_exit PID [SECONDS]                until PID is gone (or a zombie)
 #   is_alive PID                  running (not a zombie)
+#   kill_tree PID [SIGNAL]        signal PID and everything it forked (KILL);
+#                                 only for processes this test started
 #   children_of PID               PIDs whose parent is PID, one a line
 #   fd_count PID                  how many fds PID has open
+#   cpu_ticks PID                 user + system CPU time of PID, in ticks
 #   field NAME LINE               the value of NAME=VALUE in LINE
 #   write_allowed_subnets FILE [CIDR...]   default 127.0.0.1/32 and ::1/128
 #   backend_start MODE PORT [BACKEND OPTIONS...]
@@ -155,6 +161,22 @@ _tree() {
 			_tree "$child"
 		done
 	done
+}
+
+kill_tree() {
+	local victims
+	mapfile -t victims < <(_tree "$1")
+	kill -"${2:-KILL}" "${victims[@]}" 2>/dev/null || true
+}
+
+cpu_ticks() {
+	# utime + stime of PID, in clock ticks.
+	local stat
+	stat=$(cat "/proc/$1/stat") || return 1
+	stat=${stat##*) }
+	# shellcheck disable=SC2086
+	set -- $stat
+	echo $((${12} + ${13}))
 }
 
 fd_count() {
