@@ -1,0 +1,267 @@
+#!/usr/bin/env bats
+# UDP mode end to end: mmproxy -p udp between tests/helpers/udpclient (the
+# load balancer: PROXY v2 DGRAM header + payload per datagram) and
+# tests/helpers/backend -u (logs each datagram's peer and echoes it back),
+# inside this file's private network namespace (see helpers/common.bash).
+#
+# Each test starts its own mmproxy, so a drop counter or the drop log's rate
+# limit never carries over from one test to the next. A test that must know
+# the backend saw nothing of a datagram sends a good one right after it from
+# the same load balancer: mmproxy reads its socket in order and the backend
+# logs in order, so once the good one is logged, a wrongly relayed bad one
+# would be logged too.
+
+load helpers/common
+
+UDPCLIENT=$REPO/tests/helpers/udpclient
+
+setup_file() {
+	require_executable "$UDPCLIENT"
+	common_setup_file
+}
+
+udpclient() {
+	netns_exec timeout 60 "$UDPCLIENT" "$@"
+}
+
+now_ms() {
+	echo $(($(date +%s%N) / 1000000))
+}
+
+# The backend on UDP (and TCP, which backend_start always adds) 127.0.0.1:PORT and [::1]:PORT.
+udp_backend_start() {
+	backend_start echo "$1" -u "127.0.0.1:$1" -u "[::1]:$1"
+	wait_for_listen "$1" udp
+}
+
+# mmproxy -p udp on 127.0.0.1:LPORT relaying to the backend on BPORT.
+udp_mmproxy_start() {
+	local listen_port=$1 backend_port=$2
+	shift 2
+	mmproxy_start -p udp -l "127.0.0.1:$listen_port" -4 "127.0.0.1:$backend_port" \
+		-6 "[::1]:$backend_port" --allowed-subnets "$ALLOWED_SUBNETS" -v 2 "$@"
+	if ! wait_for_listen "$listen_port" udp; then
+		echo "# mmproxy did not listen on udp 127.0.0.1:$listen_port; its stderr:" >&2
+		sed 's/^/# /' "$MMPROXY_LOG" >&2
+		return 1
+	fi
+}
+
+# Fails when grep -E REGEX FILE matches (a bare `! grep` would not fail a bats test).
+refute_log() {
+	if grep -E -- "$1" "$2" >&2; then
+		echo "# matched, and should not have: $1" >&2
+		return 1
+	fi
+}
+
+# The peers the backend saw, one a line, in order.
+backend_peers() {
+	grep -oE '^udp peer=[^ ]+' "$BACKEND_LOG" | cut -d= -f2
+}
+
+# udpclient's summary line says everything expected came back intact.
+assert_all_replies() {
+	local summary expected=$1
+	summary=$(printf '%s\n' "$output" | tail -n 1)
+	echo "# udpclient: $summary"
+	[ "$status" -eq 0 ]
+	[ "$(field replies "$summary")" = "$expected" ]
+	[ "$(field mismatches "$summary")" = 0 ]
+	[ "$(field unexpected "$summary")" = 0 ]
+}
+
+# The common half of each "bad datagram" test: the good datagram sent after
+# the bad one came back, the backend saw it and nothing else, and mmproxy
+# said why it dropped the bad one ($1: a regex for the reason and counters).
+assert_dropped_then_good() {
+	assert_all_replies 1
+	wait_for_file_lines "$BACKEND_LOG" 1
+	[ "$(backend_peers)" = 192.0.2.10:40000 ]
+	wait_for_log "$MMPROXY_LOG" "udp: dropped a datagram from lb=127\.0\.0\.[0-9]+:[0-9]+: $1" 5
+	refute_log 'client=192\.0\.2\.66' "$MMPROXY_LOG"
+}
+
+@test "an IPv4 client's datagram reaches the backend from the client's address and the reply reaches the load balancer" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+
+	wait_for_file_lines "$BACKEND_LOG" 1
+	[ "$(backend_peers)" = 192.0.2.10:40000 ]
+	grep -qE "^udp peer=192\.0\.2\.10:40000 local=127\.0\.0\.1:$(port 1) bytes=64 " "$BACKEND_LOG"
+	grep -qE "udp flow open client=192\.0\.2\.10:40000 lb=127\.0\.0\.1:[0-9]+ target=127\.0\.0\.1:$(port 1) flows=1$" "$MMPROXY_LOG"
+}
+
+@test "an IPv6 client's datagram reaches the IPv6 backend from the client's address and the reply reaches the load balancer" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient -s '[2001:db8::10]:40000' "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+
+	wait_for_file_lines "$BACKEND_LOG" 1
+	[ "$(backend_peers)" = '[2001:db8::10]:40000' ]
+	grep -qE "^udp peer=\[2001:db8::10\]:40000 local=\[::1\]:$(port 1) bytes=64 " "$BACKEND_LOG"
+	grep -qE "udp flow open client=\[2001:db8::10\]:40000 lb=127\.0\.0\.1:[0-9]+ target=\[::1\]:$(port 1) flows=1$" "$MMPROXY_LOG"
+}
+
+@test "two clients at once through one load balancer each get their own flow" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient --clients 2 -w 5 "127.0.0.1:$(port 0)" # 198.51.100.1 and .2
+	assert_all_replies 2
+
+	wait_for_file_lines "$BACKEND_LOG" 2
+	[ "$(backend_peers | sort | tr '\n' ' ')" = "198.51.100.1:40000 198.51.100.2:40000 " ]
+	grep -q 'udp flow open client=198\.51\.100\.2:40000 .* flows=2$' "$MMPROXY_LOG"
+}
+
+@test "500 clients at once each keep their own source address and all replies come back" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	# 198.51.100.1-254, then 10.0.0.1-246; two datagrams each, round by round.
+	run udpclient --clients 500 -n 2 -w 20 -L "$TEST_DIR/clients.txt" "127.0.0.1:$(port 0)"
+	assert_all_replies 1000
+	[ "$(field complete "$(printf '%s\n' "$output" | tail -n 1)")" = 500/500 ]
+
+	wait_for_file_lines "$BACKEND_LOG" 1000
+	[ "$(wc -l <"$BACKEND_LOG")" -eq 1000 ]
+	[ "$(backend_peers | sort -u | wc -l)" -eq 500 ]
+	diff <(sort "$TEST_DIR/clients.txt") <(backend_peers | sort -u)
+	[ "$(grep -c 'udp flow open ' "$MMPROXY_LOG")" -eq 500 ]
+	grep -q 'udp flow open .* flows=500$' "$MMPROXY_LOG"
+}
+
+@test "an idle flow closes after --close-after and the same client's next datagram opens a new flow" {
+	local lb started elapsed
+	lb=127.0.0.1:$(port 5) # one load balancer address:port, so the flow key repeats
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)" --close-after 1
+
+	run udpclient -b "$lb" -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+	started=$(now_ms)
+	refute_log 'udp flow closed' "$MMPROXY_LOG"
+	[ -n "$(netns_exec ss -uanH src 192.0.2.10:40000)" ]
+
+	# Closed within a second of the 1 s deadline (2.5 s leaves room for a slow machine).
+	wait_for_log "$MMPROXY_LOG" "udp flow closed \(idle\) client=192\.0\.2\.10:40000 lb=$lb .*flows=0$" 5
+	elapsed=$(($(now_ms) - started))
+	echo "# closed ${elapsed} ms after the reply came back"
+	[ "$elapsed" -le 2500 ]
+	[ -z "$(netns_exec ss -uanH src 192.0.2.10:40000)" ]
+
+	run udpclient -b "$lb" -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+	[ "$(grep -c "udp flow open client=192\.0\.2\.10:40000 lb=$lb " "$MMPROXY_LOG")" -eq 2 ]
+	[ "$(grep 'udp flow open ' "$MMPROXY_LOG" | tail -n 1 | grep -oE 'flows=[0-9]+$')" = flows=1 ]
+	wait_for_file_lines "$BACKEND_LOG" 2
+	[ "$(backend_peers | sort | uniq -c | awk '{print $1, $2}')" = "2 192.0.2.10:40000" ]
+}
+
+@test "garbage is dropped with a log line even at -v 1, and a good datagram right after gets through" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)" -v 1
+
+	run udpclient --bad garbage -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	refute_log 'udp flow open' "$MMPROXY_LOG"
+}
+
+@test "a truncated v2 header is dropped with a log line, and a good datagram right after gets through" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient --bad truncated -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+}
+
+@test "a load balancer outside the allowed subnets is dropped with a log line, and an allowed one right after gets through" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)" # allowed: 127.0.0.1/32 and ::1/128
+
+	run udpclient -b 127.0.0.2 --expect 0 -s 192.0.2.66:40066 "127.0.0.1:$(port 0)"
+	[ "$status" -eq 0 ]
+	[ "$(field sent "$output")" = 1 ]
+
+	run udpclient -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_dropped_then_good 'load balancer not in allowed subnets \(dropped so far: 1 not allowed, 0 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	grep -qE 'dropped a datagram from lb=127\.0\.0\.2:' "$MMPROXY_LOG"
+}
+
+@test "a v2 header with STREAM transport is dropped with a log line, and a good datagram right after gets through" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient --bad stream -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_dropped_then_good 'header transport is not DGRAM \(dropped so far: 0 not allowed, 0 bad header, 1 not DGRAM, 0 flow limit, 0 socket failure\)'
+}
+
+@test "a v1 text header is dropped with a log line, and a good datagram right after gets through" {
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	run udpclient --bad v1 -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+}
+
+@test "with --max-flows 3 a 4th client is refused with a log line while the first 3 keep working" {
+	local lb
+	lb=127.0.0.1:$(port 5) # one load balancer address:port, so flow keys repeat
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)" --max-flows 3
+
+	run udpclient -b "$lb" --clients 3 "127.0.0.1:$(port 0)" # 198.51.100.1-3
+	assert_all_replies 3
+
+	run udpclient -b "$lb" --clients 1 --first 3 --expect 0 "127.0.0.1:$(port 0)" # 198.51.100.4
+	[ "$status" -eq 0 ]
+	wait_for_log "$MMPROXY_LOG" "udp: dropped a datagram from lb=$lb: flow limit reached \(dropped so far: 0 not allowed, 0 bad header, 0 not DGRAM, 1 flow limit, 0 socket failure\)" 5
+
+	run udpclient -b "$lb" --clients 3 -n 2 "127.0.0.1:$(port 0)"
+	assert_all_replies 6
+
+	wait_for_file_lines "$BACKEND_LOG" 9
+	[ "$(wc -l <"$BACKEND_LOG")" -eq 9 ]
+	[ "$(backend_peers | sort -u | tr '\n' ' ')" = "198.51.100.1:40000 198.51.100.2:40000 198.51.100.3:40000 " ]
+	[ "$(grep -c 'udp flow open ' "$MMPROXY_LOG")" -eq 3 ]
+	refute_log 'client=198\.51\.100\.4:' "$MMPROXY_LOG"
+}
+
+@test "under socket activation a datagram socket on fd 3 relays a datagram with the client's address" {
+	udp_backend_start "$(port 1)"
+	# Without --accept, systemd-socket-activate binds, then execs mmproxy with the socket on fd 3.
+	start_bg activate systemd-socket-activate --datagram -l "127.0.0.1:$(port 0)" \
+		"$MMPROXY" -4 "127.0.0.1:$(port 1)" -6 "[::1]:$(port 1)" \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 2
+	local log=$TEST_DIR/activate.err
+	wait_for_listen "$(port 0)" udp
+
+	run udpclient -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+
+	wait_for_file_lines "$BACKEND_LOG" 1
+	[ "$(backend_peers)" = 192.0.2.10:40000 ]
+	grep -qE "udp flow open client=192\.0\.2\.10:40000 lb=127\.0\.0\.1:[0-9]+ target=127\.0\.0\.1:$(port 1) flows=1$" "$log"
+}
+
+@test "SIGTERM makes the UDP proxy close its flows and exit promptly with status 0" {
+	local rc=0
+	udp_backend_start "$(port 1)"
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+	run udpclient -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+
+	kill -TERM "$MMPROXY_PID"
+	wait_for_exit "$MMPROXY_PID" 2
+	wait "$MMPROXY_PID" || rc=$?
+	[ "$rc" -eq 0 ]
+	grep -qE 'udp flow closed \(exit\) client=192\.0\.2\.10:40000 .*flows=0$' "$MMPROXY_LOG"
+	[ -z "$(netns_exec ss -uanH src 192.0.2.10:40000)" ]
+	[ -z "$(netns_exec ss -lunH "sport = :$(port 0)")" ]
+}
