@@ -1969,6 +1969,7 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb);
 		return NULL;
 	}
+	proxy->free_flows = flow->hash_next;
 	memset(flow, 0, sizeof *flow);
 	flow->lb_addr = *lb;
 	if (header->command == PROXYHDR_CMD_PROXY &&
@@ -1989,17 +1990,16 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 					    : proxy->opts->target6;
 	}
 	flow->fd = udp_open_flow_socket(proxy, flow);
-	if (flow->fd < 0) {
-		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb);
-		return NULL;
-	}
 	struct epoll_event event = {.events = EPOLLIN, .data.ptr = flow};
-	if (epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, flow->fd, &event) != 0) {
-		close(flow->fd);
+	if (flow->fd < 0 || epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, flow->fd,
+				      &event) != 0) {
+		if (flow->fd >= 0)
+			close(flow->fd);
+		flow->hash_next = proxy->free_flows;
+		proxy->free_flows = flow;
 		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb);
 		return NULL;
 	}
-	proxy->free_flows = flow->hash_next;
 	struct udp_flow **bucket = udp_bucket(proxy, &flow->lb_addr,
 					      &flow->client_addr);
 	flow->hash_next = *bucket;
