@@ -1,0 +1,45 @@
+#!/usr/bin/env bats
+# The benchmark (tests/bench/run, `make bench`) is not a test of speed: this
+# only checks that a one-second run of every scenario completes and prints
+# its table, so the benchmark does not rot. Numbers are never asserted.
+
+setup() {
+	REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+	for program in mmproxy tests/bench/loadgen tests/bench/echo; do
+		[ -x "$REPO/$program" ] || {
+			echo "# $program is not built: run make test-programs" >&2
+			return 1
+		}
+	done
+}
+
+# The table line of scenario $1, split into words.
+row() {
+	grep -E "^$1 " <<<"$output"
+}
+
+@test "a one-second benchmark run completes and prints a ratio to direct for every scenario" {
+	cd "$REPO"
+	run env BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_IDLE_CONNS=50 \
+		BENCH_PINGPONG_CONNS=10 BENCH_RESULTS_DIR="$BATS_TEST_TMPDIR" \
+		BENCH_EXTRA= BENCH_SCENARIOS= timeout 55 tests/bench/run
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"scenario "*" direct "*" mmproxy "*" ratio"* ]]
+	for scenario in pingpong bulk-echo bulk-oneway-1 bulk-oneway-8 \
+		connrate udp-oneway udp-rr; do
+		line=$(row "$scenario")
+		[ -n "$line" ] || { echo "no row for $scenario"; return 1; }
+		read -r _ _ direct proxied ratio <<<"$line"
+		[[ $direct =~ ^[0-9.]+$ && $proxied =~ ^[0-9.]+$ ]] ||
+			{ echo "$scenario: no numbers: $line"; return 1; }
+		[[ $ratio =~ ^[0-9]+\.[0-9]{2}$ ]] ||
+			{ echo "$scenario: no ratio: $line"; return 1; }
+	done
+	# idle has no direct counterpart: a proxy's memory per connection.
+	read -r _ unit direct proxied ratio <<<"$(row idle)"
+	[ "$unit" = KiB/conn ] && [ "$direct" = - ] && [ "$ratio" = n/a ]
+	[[ $proxied =~ ^[0-9]+\.[0-9]$ ]]
+	# Every result went through the run's saved copy too.
+	ls "$BATS_TEST_TMPDIR"/*.txt
+}
