@@ -234,17 +234,50 @@ children_exited_ok() {
 	[ ! -s "$BACKEND_ACCEPTS" ]
 }
 
-@test "with Accept=yes, health checks that reset at once end mmproxy with status 0" {
+_exits_at_least() {
+	[ "$(grep -c 'died with code' "$TEST_DIR/activate.err")" -ge "$1" ]
+}
+
+# reset_check END_REGEX PPCLIENT_OPTIONS...: one connection that sends its
+# header (or none) and resets at once, as haproxy's checks do; its mmproxy
+# ends with status 0 after logging exactly one -v 2 line, whose end= matches.
+reset_check() {
+	local expected=$1 exits lines line
+	shift
+	exits=$(grep -c 'died with code' "$TEST_DIR/activate.err" || true)
+	lines=$(grep -Ec '^mmproxy\[[0-9]+\]: ' "$MMPROXY_LOG" || true)
+	ppclient "$@" --reset -w 5 "127.0.0.1:$(port 0)"
+	wait_until 10 _exits_at_least $((exits + 1))
+	echo "after ppclient $*:"
+	grep -E '^mmproxy\[[0-9]+\]: |died with code' "$MMPROXY_LOG" | tail -n +$((lines + exits + 1)) || true
+	grep -q 'died with code 0$' <(grep 'died with code' "$TEST_DIR/activate.err" | tail -n 1)
+	[ "$(grep -Ec '^mmproxy\[[0-9]+\]: ' "$MMPROXY_LOG")" -eq $((lines + 1)) ]
+	line=$(grep -E '^mmproxy\[[0-9]+\]: ' "$MMPROXY_LOG" | tail -n 1)
+	[[ "$line" =~ \ conn\ .*\ end=($expected)$ ]]
+}
+
+@test "with Accept=yes, a v2 LOCAL check that resets at once exits 0 and is logged as health" {
 	backend_start echo "$(port 1)"
 	# shellcheck disable=SC2046
 	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
-	# What haproxy's checks do: connect, send the header, reset.
-	ppclient -2 --local --reset -w 5 "127.0.0.1:$(port 0)"
-	ppclient -1 --unknown --reset -w 5 "127.0.0.1:$(port 0)"
-	ppclient --no-header --reset -w 5 "127.0.0.1:$(port 0)"
-	children_exited_ok 3
-	# Nothing but the -v 2 connection lines: a check is not an error.
-	! grep '^mmproxy\[' "$MMPROXY_LOG" | grep -v ' conn ' || false
+	reset_check health -2 --local
+	reset_check health -2 --local
+}
+
+@test "with Accept=yes, a v1 UNKNOWN check that resets at once exits 0 and is logged as health" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	reset_check health -1 --unknown
+	reset_check health -1 --unknown
+}
+
+@test "with Accept=yes, a connection that resets before any header exits 0 with one log line" {
+	backend_start echo "$(port 1)"
+	# shellcheck disable=SC2046
+	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd $(target_args "$(port 1)")
+	reset_check 'health|client-reset' --no-header
+	reset_check 'health|client-reset' --no-header
 }
 
 @test "with Accept=yes, a header that never comes ends mmproxy with status 0 after the timeout" {
