@@ -221,6 +221,8 @@ assert_relay_works() {
 	# Refused at the EOF, not after the 5 s header timeout.
 	[ "$(field ms "$output")" -lt 4000 ]
 	wait_until 10 eval '[ "$(grep -c "conn client=- " "$MMPROXY_LOG")" -eq 3 ]'
+	# Each refusal has its own line naming the load balancer.
+	[ "$(grep -cE '^mmproxy\[[0-9]+\]: lb=127\.0\.0\.1:[0-9]+: ' "$MMPROXY_LOG")" -eq 3 ]
 
 	[ ! -s "$BACKEND_ACCEPTS" ]
 	is_alive "$MMPROXY_PID"

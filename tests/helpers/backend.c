@@ -28,7 +28,9 @@
  *   -S SEED       seed of that stream (default 2)
  *
  * TCP log line (one write(2) on an O_APPEND file, so lines are whole):
- *   peer=192.0.2.10:40000 local=127.0.0.1:9000 bytes=N crc=XXXXXXXX sent=M crc_sent=YYYYYYYY end=eof|reset|closed
+ *   peer=192.0.2.10:40000 local=127.0.0.1:9000 bytes=N crc=XXXXXXXX \
+ *   sent=M crc_sent=YYYYYYYY end=eof|reset|closed
+ * (one line; split here only to fit).
  * bytes/crc: what the peer sent (CRC-32 as zlib computes it, over all bytes);
  * sent/crc_sent: what we sent back. end=eof: the peer closed its side;
  * reset: ECONNRESET/EPIPE; closed: close mode.
@@ -57,7 +59,7 @@
 #include <unistd.h>
 
 #define MAX_LISTENERS 32
-#define BUFFER_SIZE 65536
+#define BUFFER_SIZE   65536
 
 enum mode { MODE_ECHO, MODE_SINK, MODE_CLOSE, MODE_HOLD };
 
@@ -91,9 +93,9 @@ struct connection {
 	uint32_t crc_in;
 	uint32_t crc_out;
 	int read_eof;
-	int replying;     /* sink: EOF seen, sending the reply */
-	int logged;       /* hold: the end line is written */
-	uint32_t events;  /* what epoll currently waits for */
+	int replying;	 /* sink: EOF seen, sending the reply */
+	int logged;	 /* hold: the end line is written */
+	uint32_t events; /* what epoll currently waits for */
 	size_t reply_text_pos;
 	uint64_t reply_left;
 	uint64_t stream_state;
@@ -107,7 +109,7 @@ static int accept_log_fd = -1;
 static int epoll_fd = -1;
 
 static void die(int status, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
+    __attribute__((format(printf, 2, 3), noreturn));
 static void die(int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -164,7 +166,8 @@ static int parse_address(const char *text, struct sockaddr_storage *out,
 	memset(out, 0, sizeof(*out));
 	if (text[0] == '[') {
 		const char *close = strchr(text, ']');
-		if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
+		if (!close || close[1] != ':' ||
+		    (size_t)(close - text - 1) >= sizeof(host))
 			return -1;
 		memcpy(host, text + 1, (size_t)(close - text - 1));
 		host[close - text - 1] = '\0';
@@ -204,13 +207,16 @@ static void format_address(const struct sockaddr_storage *address, char *out,
 	char host[INET6_ADDRSTRLEN];
 
 	if (address->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)address;
+		const struct sockaddr_in *sin =
+		    (const struct sockaddr_in *)address;
 		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
 		snprintf(out, capacity, "%s:%u", host, ntohs(sin->sin_port));
 	} else if (address->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)address;
+		const struct sockaddr_in6 *sin6 =
+		    (const struct sockaddr_in6 *)address;
 		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		snprintf(out, capacity, "[%s]:%u", host, ntohs(sin6->sin6_port));
+		snprintf(out, capacity, "[%s]:%u", host,
+			 ntohs(sin6->sin6_port));
 	} else {
 		snprintf(out, capacity, "unknown");
 	}
@@ -228,7 +234,8 @@ static void format_local(int fd, char *out, size_t capacity)
 
 /* ---- logging: one write per line on an O_APPEND file */
 
-static void write_line(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void write_line(int fd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void write_line(int fd, const char *fmt, ...)
 {
 	char line[512];
@@ -265,20 +272,22 @@ static void connection_end(struct connection *connection, const char *reason)
 		write_line(log_fd,
 			   "peer=%s local=%s bytes=%" PRIu64 " crc=%08" PRIx32
 			   " sent=%" PRIu64 " crc_sent=%08" PRIx32 " end=%s",
-			   connection->peer, connection->local, connection->bytes_in,
-			   connection->crc_in, connection->bytes_out,
-			   connection->crc_out, reason);
+			   connection->peer, connection->local,
+			   connection->bytes_in, connection->crc_in,
+			   connection->bytes_out, connection->crc_out, reason);
 	close(connection->endpoint.fd);
 	free(connection);
 }
 
-static void connection_set_events(struct connection *connection, uint32_t events)
+static void connection_set_events(struct connection *connection,
+				  uint32_t events)
 {
 	struct epoll_event event = {.events = events, .data.ptr = connection};
 
 	if (events == connection->events)
 		return;
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, connection->endpoint.fd, &event) < 0)
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, connection->endpoint.fd,
+		      &event) < 0)
 		die(1, "epoll_ctl: %s", strerror(errno));
 	connection->events = events;
 }
@@ -295,15 +304,19 @@ static void reply_refill(struct connection *connection)
 
 	connection->out_start = connection->out_end = 0;
 	if (options.reply_text) {
-		size_t left = strlen(options.reply_text) - connection->reply_text_pos;
+		size_t left =
+		    strlen(options.reply_text) - connection->reply_text_pos;
 		size_t n = left < room ? left : room;
-		memcpy(connection->out, options.reply_text + connection->reply_text_pos, n);
+		memcpy(connection->out,
+		       options.reply_text + connection->reply_text_pos, n);
 		connection->reply_text_pos += n;
 		connection->out_end = n;
 		room -= n;
 	}
 	if (room && connection->reply_left) {
-		size_t n = connection->reply_left < room ? (size_t)connection->reply_left : room;
+		size_t n = connection->reply_left < room
+			       ? (size_t)connection->reply_left
+			       : room;
 		stream_fill(&connection->stream_state,
 			    connection->out + connection->out_end, n);
 		connection->reply_left -= n;
@@ -333,7 +346,8 @@ static int connection_read(struct connection *connection)
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return 0;
-		connection_end(connection, is_reset_error(errno) ? "reset" : "error");
+		connection_end(connection,
+			       is_reset_error(errno) ? "reset" : "error");
 		return -1;
 	}
 	if (n == 0) {
@@ -358,16 +372,19 @@ static int connection_write(struct connection *connection)
 
 	if (pending == 0)
 		return 0;
-	n = send(connection->endpoint.fd, connection->out + connection->out_start,
-		 pending, MSG_NOSIGNAL);
+	n = send(connection->endpoint.fd,
+		 connection->out + connection->out_start, pending,
+		 MSG_NOSIGNAL);
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return 0;
-		connection_end(connection, is_reset_error(errno) ? "reset" : "error");
+		connection_end(connection,
+			       is_reset_error(errno) ? "reset" : "error");
 		return -1;
 	}
-	connection->crc_out = crc_update(connection->crc_out,
-					 connection->out + connection->out_start, (size_t)n);
+	connection->crc_out =
+	    crc_update(connection->crc_out,
+		       connection->out + connection->out_start, (size_t)n);
 	connection->bytes_out += (uint64_t)n;
 	connection->out_start += (size_t)n;
 	if (connection->out_start == connection->out_end) {
@@ -388,13 +405,16 @@ static void connection_step(struct connection *connection)
 		if (options.mode == MODE_HOLD) {
 			if (!connection->logged) {
 				write_line(log_fd,
-					   "peer=%s local=%s bytes=%" PRIu64 " crc=%08" PRIx32
+					   "peer=%s local=%s bytes=%" PRIu64
+					   " crc=%08" PRIx32
 					   " sent=0 crc_sent=00000000 end=eof",
 					   connection->peer, connection->local,
-					   connection->bytes_in, connection->crc_in);
+					   connection->bytes_in,
+					   connection->crc_in);
 				connection->logged = 1;
 			}
-			connection_set_events(connection, 0); /* HUP/ERR still come */
+			connection_set_events(connection,
+					      0); /* HUP/ERR still come */
 			return;
 		}
 		/* echo and sink: every byte is out; our side closes too. */
@@ -403,7 +423,8 @@ static void connection_step(struct connection *connection)
 		return;
 	}
 	if (!connection->read_eof &&
-	    (options.mode != MODE_ECHO || connection->out_end < sizeof(connection->out)))
+	    (options.mode != MODE_ECHO ||
+	     connection->out_end < sizeof(connection->out)))
 		events |= EPOLLIN;
 	if (pending)
 		events |= EPOLLOUT;
@@ -438,7 +459,8 @@ static void accept_connections(int listen_fd)
 				return;
 			if (errno == ECONNABORTED)
 				continue;
-			fprintf(stderr, "backend: accept: %s\n", strerror(errno));
+			fprintf(stderr, "backend: accept: %s\n",
+				strerror(errno));
 			return;
 		}
 		struct connection *connection = calloc(1, sizeof(*connection));
@@ -448,15 +470,17 @@ static void accept_connections(int listen_fd)
 		connection->endpoint.fd = fd;
 		connection->reply_left = options.reply_bytes;
 		connection->stream_state = options.seed;
-		format_address(&peer, connection->peer, sizeof(connection->peer));
+		format_address(&peer, connection->peer,
+			       sizeof(connection->peer));
 		format_local(fd, connection->local, sizeof(connection->local));
-		write_line(accept_log_fd, "accept peer=%s local=%s", connection->peer,
-			   connection->local);
+		write_line(accept_log_fd, "accept peer=%s local=%s",
+			   connection->peer, connection->local);
 		if (options.mode == MODE_CLOSE) {
 			connection_end(connection, "closed");
 			continue;
 		}
-		struct epoll_event event = {.events = EPOLLIN, .data.ptr = connection};
+		struct epoll_event event = {.events = EPOLLIN,
+					    .data.ptr = connection};
 		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0)
 			die(1, "epoll_ctl: %s", strerror(errno));
 		connection->events = EPOLLIN;
@@ -477,15 +501,20 @@ static void udp_event(int fd)
 				     (struct sockaddr *)&peer, &peer_len);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				fprintf(stderr, "backend: recvfrom: %s\n", strerror(errno));
+				fprintf(stderr, "backend: recvfrom: %s\n",
+					strerror(errno));
 			return;
 		}
 		format_address(&peer, peer_text, sizeof(peer_text));
 		format_local(fd, local_text, sizeof(local_text));
-		write_line(log_fd, "udp peer=%s local=%s bytes=%zd crc=%08" PRIx32,
-			   peer_text, local_text, n, crc_update(0, datagram, (size_t)n));
-		if (sendto(fd, datagram, (size_t)n, 0, (struct sockaddr *)&peer, peer_len) < 0)
-			fprintf(stderr, "backend: sendto %s: %s\n", peer_text, strerror(errno));
+		write_line(log_fd,
+			   "udp peer=%s local=%s bytes=%zd crc=%08" PRIx32,
+			   peer_text, local_text, n,
+			   crc_update(0, datagram, (size_t)n));
+		if (sendto(fd, datagram, (size_t)n, 0, (struct sockaddr *)&peer,
+			   peer_len) < 0)
+			fprintf(stderr, "backend: sendto %s: %s\n", peer_text,
+				strerror(errno));
 	}
 }
 
@@ -499,7 +528,8 @@ static void add_socket(const char *text, int type)
 
 	if (parse_address(text, &address, &address_len) < 0)
 		die(2, "%s: expected ADDR:PORT or [ADDR]:PORT", text);
-	int fd = socket(address.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd =
+	    socket(address.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		die(1, "socket %s: %s", text, strerror(errno));
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
@@ -536,8 +566,10 @@ static uint64_t parse_number(const char *option, const char *text)
 static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
-	fputs("usage: backend [-t ADDR:PORT]... [-u ADDR:PORT]... -o LOGFILE [-A ACCEPTLOG]\n"
-	      "               [-m echo|sink|close|hold] [-r TEXT] [-R BYTES] [-S SEED]\n",
+	fputs("usage: backend [-t ADDR:PORT]... [-u ADDR:PORT]... -o LOGFILE "
+	      "[-A ACCEPTLOG]\n"
+	      "               [-m echo|sink|close|hold] [-r TEXT] [-R BYTES] "
+	      "[-S SEED]\n",
 	      stderr);
 	exit(2);
 }
@@ -574,7 +606,10 @@ static void parse_options(int argc, char **argv)
 			else if (strcmp(optarg, "hold") == 0)
 				options.mode = MODE_HOLD;
 			else
-				die(2, "-m: \"%s\": expected echo, sink, close or hold", optarg);
+				die(2,
+				    "-m: \"%s\": expected echo, sink, close or "
+				    "hold",
+				    optarg);
 			break;
 		case 'r':
 			options.reply_text = optarg;
@@ -601,7 +636,8 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	crc_init();
 	signal(SIGPIPE, SIG_IGN);
-	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+	    limit.rlim_cur < limit.rlim_max) {
 		limit.rlim_cur = limit.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &limit);
 	}

@@ -25,7 +25,10 @@
 #   netns_exec CMD...             run CMD in the namespace (foreground)
 #   start_bg NAME CMD...          start CMD in the background; stdout/stderr go to
 #                                 $TEST_DIR/NAME.out and NAME.err, the PID to
-#                                 NAME.pid and to BG_PID; recorded for teardown
+#                                 NAME.pid and to BG_PID; recorded for teardown.
+#                                 stdin is /dev/null: to feed data later, start
+#                                 ppclient -f FIFO, then open the FIFO read-write
+#                                 (exec 5<>FIFO) and close it for EOF
 #   kill_recorded                 kill what this test started (and its children)
 #   port N                        a port for this test: 20000 + 10*test number + N
 #   wait_until SECONDS CMD...     poll CMD every 20 ms until it succeeds; CMD's
@@ -84,7 +87,8 @@ netns_setup() {
 	netns_exec ip -6 route add local ::/0 dev lo table 123
 }
 
-# Namespaces left by a bats run that died (its root PID is gone).
+# Namespaces this file created in a bats run that died (its root PID is
+# gone): their processes and the namespace itself.
 netns_remove_stale() {
 	local name root_pid
 	for name in $(ip netns list 2>/dev/null | awk '{print $1}'); do

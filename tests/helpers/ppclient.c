@@ -97,7 +97,12 @@ enum header_kind {
 
 enum payload_kind { PAYLOAD_NONE, PAYLOAD_STREAM, PAYLOAD_FILE, PAYLOAD_TEXT };
 
-enum finish { FINISH_READ_TO_EOF, FINISH_HALF_CLOSE, FINISH_CLOSE, FINISH_RESET };
+enum finish {
+	FINISH_READ_TO_EOF,
+	FINISH_HALF_CLOSE,
+	FINISH_CLOSE,
+	FINISH_RESET
+};
 
 struct options {
 	const char *target_text;
@@ -145,17 +150,17 @@ struct result {
 };
 
 static struct options options = {
-	.version = 1,
-	.src_text = "192.0.2.10:40000",
-	.split_delay_ms = 20,
-	.seed = 1,
-	.timeout_s = 30,
-	.count = 1,
-	.parallel = 1,
+    .version = 1,
+    .src_text = "192.0.2.10:40000",
+    .split_delay_ms = 20,
+    .seed = 1,
+    .timeout_s = 30,
+    .count = 1,
+    .parallel = 1,
 };
 
 static void die(int status, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
+    __attribute__((format(printf, 2, 3), noreturn));
 static void die(int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -207,8 +212,10 @@ static uint64_t parse_number(const char *option, const char *text, uint64_t max)
 
 	errno = 0;
 	value = strtoull(text, &end, 10);
-	if (errno || *text == '\0' || *end != '\0' || *text == '-' || value > max)
-		die(2, "%s: \"%s\" is not a number 0-%" PRIu64, option, text, max);
+	if (errno || *text == '\0' || *end != '\0' || *text == '-' ||
+	    value > max)
+		die(2, "%s: \"%s\" is not a number 0-%" PRIu64, option, text,
+		    max);
 	return value;
 }
 
@@ -272,10 +279,12 @@ static int parse_address(const char *text, struct sockaddr_storage *out,
 }
 
 static void need_address(const char *option, const char *text,
-			 struct sockaddr_storage *out, socklen_t *out_len, int port_optional)
+			 struct sockaddr_storage *out, socklen_t *out_len,
+			 int port_optional)
 {
 	if (parse_address(text, out, out_len, port_optional) < 0)
-		die(2, "%s: \"%s\": expected ADDR:PORT or [ADDR]:PORT", option, text);
+		die(2, "%s: \"%s\": expected ADDR:PORT or [ADDR]:PORT", option,
+		    text);
 }
 
 static uint16_t address_port(const struct sockaddr_storage *address)
@@ -345,7 +354,8 @@ static size_t read_file(const char *option, const char *path, uint8_t *out,
 			break;
 		len += (size_t)n;
 		if (len == capacity)
-			die(2, "%s: %s: longer than %zu bytes", option, path, capacity);
+			die(2, "%s: %s: longer than %zu bytes", option, path,
+			    capacity);
 	}
 	close(fd);
 	return len;
@@ -363,7 +373,8 @@ static long long now_ms(void)
 
 static void sleep_ms(long ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	struct timespec ts = {.tv_sec = ms / 1000,
+			      .tv_nsec = (ms % 1000) * 1000000};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -392,7 +403,8 @@ static void corrupt_crc32c(uint8_t *header, size_t header_len)
 	size_t offset = PROXYHDR_V2_FIXED_LEN + v2_address_len(header[13]);
 
 	while (offset + 3 <= header_len) {
-		size_t value_len = (size_t)header[offset + 1] << 8 | header[offset + 2];
+		size_t value_len =
+		    (size_t)header[offset + 1] << 8 | header[offset + 2];
 		if (header[offset] == PP2_TYPE_CRC32C && value_len == 4 &&
 		    offset + 7 <= header_len) {
 			header[offset + 6] ^= 0x5a;
@@ -403,7 +415,8 @@ static void corrupt_crc32c(uint8_t *header, size_t header_len)
 	die(1, "--bad-crc32c: the built header has no CRC32C TLV");
 }
 
-static size_t build_header(uint8_t *out, size_t capacity, uint16_t src_port_offset)
+static size_t build_header(uint8_t *out, size_t capacity,
+			   uint16_t src_port_offset)
 {
 	struct sockaddr_storage src, dst;
 	socklen_t len;
@@ -417,7 +430,8 @@ static size_t build_header(uint8_t *out, size_t capacity, uint16_t src_port_offs
 		return options.raw_header_len;
 	case HEADER_GARBAGE: {
 		uint64_t state = 7;
-		size_t n = options.garbage_len < capacity ? options.garbage_len : capacity;
+		size_t n = options.garbage_len < capacity ? options.garbage_len
+							  : capacity;
 		stream_fill(&state, out, n);
 		if (n > 0 && (out[0] == 'P' || out[0] == '\r'))
 			out[0] = 'X';
@@ -427,24 +441,29 @@ static size_t build_header(uint8_t *out, size_t capacity, uint16_t src_port_offs
 		break;
 	}
 	need_address("-s", options.src_text, &src, &len, 0);
-	address_set_port(&src, (uint16_t)(address_port(&src) + src_port_offset));
+	address_set_port(&src,
+			 (uint16_t)(address_port(&src) + src_port_offset));
 	if (options.dst_text) {
 		need_address("-d", options.dst_text, &dst, &len, 0);
 	} else {
-		const char *fallback = src.ss_family == AF_INET6 ? "[::1]:443" : "127.0.0.1:443";
+		const char *fallback =
+		    src.ss_family == AF_INET6 ? "[::1]:443" : "127.0.0.1:443";
 		need_address("-d", fallback, &dst, &len, 0);
 	}
 	if (options.version == 1) {
-		header_len = proxyhdr_build_v1(out, capacity,
-					       options.unknown ? NULL : (struct sockaddr *)&src,
-					       options.unknown ? NULL : (struct sockaddr *)&dst);
+		header_len = proxyhdr_build_v1(
+		    out, capacity,
+		    options.unknown ? NULL : (struct sockaddr *)&src,
+		    options.unknown ? NULL : (struct sockaddr *)&dst);
 	} else {
 		header_len = proxyhdr_build_v2(
-			out, capacity, options.local ? PROXYHDR_CMD_LOCAL : PROXYHDR_CMD_PROXY,
-			options.udp ? PROXYHDR_TRANSPORT_DGRAM : PROXYHDR_TRANSPORT_STREAM,
-			(struct sockaddr *)&src, (struct sockaddr *)&dst,
-			options.tlvs_len ? options.tlvs : NULL, options.tlvs_len,
-			options.crc32c || options.bad_crc32c);
+		    out, capacity,
+		    options.local ? PROXYHDR_CMD_LOCAL : PROXYHDR_CMD_PROXY,
+		    options.udp ? PROXYHDR_TRANSPORT_DGRAM
+				: PROXYHDR_TRANSPORT_STREAM,
+		    (struct sockaddr *)&src, (struct sockaddr *)&dst,
+		    options.tlvs_len ? options.tlvs : NULL, options.tlvs_len,
+		    options.crc32c || options.bad_crc32c);
 		if (header_len && options.bad_crc32c)
 			corrupt_crc32c(out, header_len);
 	}
@@ -479,9 +498,11 @@ static void payload_open(struct payload *payload)
 		if (strcmp(options.payload_file, "-") == 0) {
 			payload->fd = 0;
 		} else {
-			payload->fd = open(options.payload_file, O_RDONLY | O_CLOEXEC);
+			payload->fd =
+			    open(options.payload_file, O_RDONLY | O_CLOEXEC);
 			if (payload->fd < 0)
-				die(2, "-f: %s: %s", options.payload_file, strerror(errno));
+				die(2, "-f: %s: %s", options.payload_file,
+				    strerror(errno));
 		}
 		break;
 	case PAYLOAD_STREAM:
@@ -508,7 +529,8 @@ static int payload_refill(struct payload *payload)
 		payload->done = 1;
 		break;
 	case PAYLOAD_STREAM: {
-		size_t n = payload->left < BUFFER_SIZE ? (size_t)payload->left : BUFFER_SIZE;
+		size_t n = payload->left < BUFFER_SIZE ? (size_t)payload->left
+						       : BUFFER_SIZE;
 		stream_fill(&payload->state, payload->buffer, n);
 		payload->left -= n;
 		payload->end = n;
@@ -519,7 +541,8 @@ static int payload_refill(struct payload *payload)
 	case PAYLOAD_TEXT: {
 		size_t left = strlen(options.payload_text) - payload->text_pos;
 		size_t n = left < BUFFER_SIZE ? left : BUFFER_SIZE;
-		memcpy(payload->buffer, options.payload_text + payload->text_pos, n);
+		memcpy(payload->buffer,
+		       options.payload_text + payload->text_pos, n);
 		payload->text_pos += n;
 		payload->end = n;
 		if (n == 0)
@@ -531,8 +554,8 @@ static int payload_refill(struct payload *payload)
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				return 0;
-			fprintf(stderr, "ppclient: read %s: %s\n", options.payload_file,
-				strerror(errno));
+			fprintf(stderr, "ppclient: read %s: %s\n",
+				options.payload_file, strerror(errno));
 			return -1;
 		}
 		payload->end = (size_t)n;
@@ -561,7 +584,8 @@ static int is_reset_error(int error)
 }
 
 /* Wait for events on the socket until the overall deadline. 0: timeout. */
-static int wait_socket(struct session *session, short events, long long until_ms)
+static int wait_socket(struct session *session, short events,
+		       long long until_ms)
 {
 	for (;;) {
 		long long wait = until_ms - now_ms();
@@ -575,12 +599,14 @@ static int wait_socket(struct session *session, short events, long long until_ms
 	}
 }
 
-static int connect_target(struct session *session, const struct sockaddr_storage *target,
+static int connect_target(struct session *session,
+			  const struct sockaddr_storage *target,
 			  socklen_t target_len)
 {
 	int one = 1;
 
-	session->fd = socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	session->fd = socket(target->ss_family,
+			     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (session->fd < 0) {
 		fprintf(stderr, "ppclient: socket: %s\n", strerror(errno));
 		session->result.end = "error";
@@ -590,18 +616,21 @@ static int connect_target(struct session *session, const struct sockaddr_storage
 		struct sockaddr_storage local;
 		socklen_t local_len;
 		need_address("-b", options.bind_text, &local, &local_len, 1);
-		setsockopt(session->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(session->fd, (struct sockaddr *)&local, local_len) < 0) {
-			fprintf(stderr, "ppclient: bind %s: %s\n", options.bind_text,
-				strerror(errno));
+		setsockopt(session->fd, SOL_SOCKET, SO_REUSEADDR, &one,
+			   sizeof(one));
+		if (bind(session->fd, (struct sockaddr *)&local, local_len) <
+		    0) {
+			fprintf(stderr, "ppclient: bind %s: %s\n",
+				options.bind_text, strerror(errno));
 			session->result.end = "error";
 			return -1;
 		}
 	}
-	if (connect(session->fd, (const struct sockaddr *)target, target_len) < 0 &&
+	if (connect(session->fd, (const struct sockaddr *)target, target_len) <
+		0 &&
 	    errno != EINPROGRESS) {
-		fprintf(stderr, "ppclient: connect %s: %s\n", options.target_text,
-			strerror(errno));
+		fprintf(stderr, "ppclient: connect %s: %s\n",
+			options.target_text, strerror(errno));
 		session->result.end = "refused";
 		return -1;
 	}
@@ -612,12 +641,12 @@ static int connect_target(struct session *session, const struct sockaddr_storage
 	}
 	int error = 0;
 	socklen_t error_len = sizeof(error);
-	if (ready < 0 ||
-	    getsockopt(session->fd, SOL_SOCKET, SO_ERROR, &error, &error_len) < 0)
+	if (ready < 0 || getsockopt(session->fd, SOL_SOCKET, SO_ERROR, &error,
+				    &error_len) < 0)
 		error = errno;
 	if (error) {
-		fprintf(stderr, "ppclient: connect %s: %s\n", options.target_text,
-			strerror(error));
+		fprintf(stderr, "ppclient: connect %s: %s\n",
+			options.target_text, strerror(error));
 		session->result.end = "refused";
 		return -1;
 	}
@@ -630,7 +659,8 @@ static int send_all(struct session *session, const uint8_t *data, size_t len)
 	while (len > 0) {
 		ssize_t n = send(session->fd, data, len, MSG_NOSIGNAL);
 		if (n < 0 && errno == EAGAIN) {
-			int ready = wait_socket(session, POLLOUT, session->deadline_ms);
+			int ready =
+			    wait_socket(session, POLLOUT, session->deadline_ms);
 			if (ready == 0) {
 				session->result.end = "timeout";
 				return -1;
@@ -640,9 +670,11 @@ static int send_all(struct session *session, const uint8_t *data, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			session->result.end = is_reset_error(errno) ? "reset" : "error";
+			session->result.end =
+			    is_reset_error(errno) ? "reset" : "error";
 			if (!is_reset_error(errno))
-				fprintf(stderr, "ppclient: send: %s\n", strerror(errno));
+				fprintf(stderr, "ppclient: send: %s\n",
+					strerror(errno));
 			return -1;
 		}
 		data += n;
@@ -651,22 +683,26 @@ static int send_all(struct session *session, const uint8_t *data, size_t len)
 	return 0;
 }
 
-static void account_sent(struct session *session, const unsigned char *data, size_t len)
+static void account_sent(struct session *session, const unsigned char *data,
+			 size_t len)
 {
-	session->result.crc_sent = crc_update(session->result.crc_sent, data, len);
+	session->result.crc_sent =
+	    crc_update(session->result.crc_sent, data, len);
 	session->result.sent += len;
 }
 
 /* The header, in --split pieces; with --with-payload its tail shares a write
  * with the first payload bytes. */
-static int send_header(struct session *session, const uint8_t *header, size_t header_len)
+static int send_header(struct session *session, const uint8_t *header,
+		       size_t header_len)
 {
 	static uint8_t combined[PROXYHDR_MAX_LEN + BUFFER_SIZE];
 	size_t piece = options.split ? options.split : header_len;
 	size_t offset = 0;
 
 	while (offset < header_len || (options.with_payload && offset == 0)) {
-		size_t n = header_len - offset < piece ? header_len - offset : piece;
+		size_t n =
+		    header_len - offset < piece ? header_len - offset : piece;
 		int last = offset + n == header_len;
 		if (last && options.with_payload) {
 			struct payload *payload = &session->payload;
@@ -676,10 +712,12 @@ static int send_header(struct session *session, const uint8_t *header, size_t he
 			}
 			size_t extra = payload->end - payload->start;
 			memcpy(combined, header + offset, n);
-			memcpy(combined + n, payload->buffer + payload->start, extra);
+			memcpy(combined + n, payload->buffer + payload->start,
+			       extra);
 			if (send_all(session, combined, n + extra) < 0)
 				return -1;
-			account_sent(session, payload->buffer + payload->start, extra);
+			account_sent(session, payload->buffer + payload->start,
+				     extra);
 			payload->start = payload->end;
 			return 0;
 		}
@@ -703,7 +741,8 @@ static int receive(struct session *session)
 			return 0;
 		session->result.end = is_reset_error(errno) ? "reset" : "error";
 		if (!is_reset_error(errno))
-			fprintf(stderr, "ppclient: recv: %s\n", strerror(errno));
+			fprintf(stderr, "ppclient: recv: %s\n",
+				strerror(errno));
 		return -1;
 	}
 	if (n == 0) {
@@ -711,9 +750,10 @@ static int receive(struct session *session)
 		return 0;
 	}
 	session->result.crc_received =
-		crc_update(session->result.crc_received, buffer, (size_t)n);
+	    crc_update(session->result.crc_received, buffer, (size_t)n);
 	session->result.received += (uint64_t)n;
-	if (session->output_fd >= 0 && write(session->output_fd, buffer, (size_t)n) != n)
+	if (session->output_fd >= 0 &&
+	    write(session->output_fd, buffer, (size_t)n) != n)
 		fprintf(stderr, "ppclient: -o: short write\n");
 	return 0;
 }
@@ -726,13 +766,15 @@ static int transmit(struct session *session)
 
 	if (pending == 0)
 		return 0;
-	n = send(session->fd, payload->buffer + payload->start, pending, MSG_NOSIGNAL);
+	n = send(session->fd, payload->buffer + payload->start, pending,
+		 MSG_NOSIGNAL);
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return 0;
 		session->result.end = is_reset_error(errno) ? "reset" : "error";
 		if (!is_reset_error(errno))
-			fprintf(stderr, "ppclient: send: %s\n", strerror(errno));
+			fprintf(stderr, "ppclient: send: %s\n",
+				strerror(errno));
 		return -1;
 	}
 	account_sent(session, payload->buffer + payload->start, (size_t)n);
@@ -766,7 +808,8 @@ static void relay(struct session *session)
 			session->result.end = "error";
 			return;
 		}
-		int sending_done = payload->done && payload->start == payload->end;
+		int sending_done =
+		    payload->done && payload->start == payload->end;
 		if (phase == SENDING && sending_done) {
 			phase = HOLDING;
 			hold_end_ms = now_ms() + options.hold_ms;
@@ -776,7 +819,8 @@ static void relay(struct session *session)
 			session->result.end = "eof";
 			return;
 		}
-		if (options.expect_set && session->result.received >= options.expect &&
+		if (options.expect_set &&
+		    session->result.received >= options.expect &&
 		    phase != SENDING) {
 			session->result.end = "closed";
 			return;
@@ -815,7 +859,8 @@ static void relay(struct session *session)
 			return;
 		}
 		if (phase == HOLDING) {
-			long long hold_wait = options.hold_until ? 20 : hold_end_ms - now;
+			long long hold_wait =
+			    options.hold_until ? 20 : hold_end_ms - now;
 			if (hold_wait < wait)
 				wait = hold_wait < 0 ? 0 : hold_wait;
 		}
@@ -836,7 +881,7 @@ static void relay(struct session *session)
 }
 
 static void run_tcp(const struct sockaddr_storage *target, socklen_t target_len,
-			uint16_t index, struct result *result)
+		    uint16_t index, struct result *result)
 {
 	static uint8_t header[PROXYHDR_MAX_LEN];
 	struct session session = {.fd = -1, .output_fd = -1};
@@ -846,10 +891,12 @@ static void run_tcp(const struct sockaddr_storage *target, socklen_t target_len,
 	session.deadline_ms = now_ms() + options.timeout_s * 1000;
 	payload_open(&session.payload);
 	if (options.output_path) {
-		session.output_fd = open(options.output_path,
-					 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		session.output_fd =
+		    open(options.output_path,
+			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (session.output_fd < 0)
-			die(2, "-o: %s: %s", options.output_path, strerror(errno));
+			die(2, "-o: %s: %s", options.output_path,
+			    strerror(errno));
 	}
 	if (connect_target(&session, target, target_len) == 0 &&
 	    send_header(&session, header, header_len) == 0)
@@ -879,13 +926,16 @@ static void run_udp(const struct sockaddr_storage *target, socklen_t target_len,
 		size_t n = payload.end - payload.start;
 		if (n > 65507 - len - payload_len)
 			n = 65507 - len - payload_len;
-		memcpy(datagram + len + payload_len, payload.buffer + payload.start, n);
+		memcpy(datagram + len + payload_len,
+		       payload.buffer + payload.start, n);
 		payload.start += n;
 		payload_len += n;
 	}
 	int fd = socket(target->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (const struct sockaddr *)target, target_len) < 0) {
-		fprintf(stderr, "ppclient: udp %s: %s\n", options.target_text, strerror(errno));
+	if (fd < 0 ||
+	    connect(fd, (const struct sockaddr *)target, target_len) < 0) {
+		fprintf(stderr, "ppclient: udp %s: %s\n", options.target_text,
+			strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -929,20 +979,22 @@ static int run_one(const struct sockaddr_storage *target, socklen_t target_len,
 		run_tcp(target, target_len, index, &result);
 	if (print) {
 		char line[256];
-		int len = snprintf(line, sizeof(line),
-				   "sent=%" PRIu64 " crc_sent=%08" PRIx32 " received=%" PRIu64
-				   " crc_received=%08" PRIx32 " end=%s ms=%lld\n",
-				   result.sent, result.crc_sent, result.received,
-				   result.crc_received, result.end, now_ms() - start_ms);
+		int len = snprintf(
+		    line, sizeof(line),
+		    "sent=%" PRIu64 " crc_sent=%08" PRIx32 " received=%" PRIu64
+		    " crc_received=%08" PRIx32 " end=%s ms=%lld\n",
+		    result.sent, result.crc_sent, result.received,
+		    result.crc_received, result.end, now_ms() - start_ms);
 		/* One write, so lines from many processes stay whole. */
 		if (len > 0 && write(1, line, (size_t)len) < 0)
 			return 1;
 	}
-	return strcmp(result.end, "eof") == 0 || strcmp(result.end, "closed") == 0 ||
-			       strcmp(result.end, "aborted") == 0 ||
-			       strcmp(result.end, "reply") == 0
-		       ? 0
-		       : 1;
+	return strcmp(result.end, "eof") == 0 ||
+		       strcmp(result.end, "closed") == 0 ||
+		       strcmp(result.end, "aborted") == 0 ||
+		       strcmp(result.end, "reply") == 0
+		   ? 0
+		   : 1;
 }
 
 static int run_many(const struct sockaddr_storage *target, socklen_t target_len)
@@ -956,7 +1008,9 @@ static int run_many(const struct sockaddr_storage *target, socklen_t target_len)
 			if (pid < 0)
 				die(1, "fork: %s", strerror(errno));
 			if (pid == 0)
-				_exit(run_one(target, target_len, (uint16_t)started, !options.quiet));
+				_exit(run_one(target, target_len,
+					      (uint16_t)started,
+					      !options.quiet));
 			started++;
 			running++;
 			continue;
@@ -974,7 +1028,8 @@ static int run_many(const struct sockaddr_storage *target, socklen_t target_len)
 		else
 			failed++;
 	}
-	printf("connections=%lu ok=%lu failed=%lu\n", options.count, ok, failed);
+	printf("connections=%lu ok=%lu failed=%lu\n", options.count, ok,
+	       failed);
 	return failed ? 1 : 0;
 }
 
@@ -1003,38 +1058,44 @@ enum {
 };
 
 static const struct option long_options[] = {
-	{"local", no_argument, NULL, OPT_LOCAL},
-	{"unknown", no_argument, NULL, OPT_UNKNOWN},
-	{"crc32c", no_argument, NULL, OPT_CRC32C},
-	{"bad-crc32c", no_argument, NULL, OPT_BAD_CRC32C},
-	{"tlv", required_argument, NULL, OPT_TLV},
-	{"header-hex", required_argument, NULL, OPT_HEADER_HEX},
-	{"header-file", required_argument, NULL, OPT_HEADER_FILE},
-	{"no-header", no_argument, NULL, OPT_NO_HEADER},
-	{"garbage", required_argument, NULL, OPT_GARBAGE},
-	{"split", required_argument, NULL, OPT_SPLIT},
-	{"split-delay", required_argument, NULL, OPT_SPLIT_DELAY},
-	{"with-payload", no_argument, NULL, OPT_WITH_PAYLOAD},
-	{"hold-ms", required_argument, NULL, OPT_HOLD_MS},
-	{"hold-until", required_argument, NULL, OPT_HOLD_UNTIL},
-	{"half-close", no_argument, NULL, OPT_HALF_CLOSE},
-	{"close", no_argument, NULL, OPT_CLOSE},
-	{"reset", no_argument, NULL, OPT_RESET},
-	{"expect", required_argument, NULL, OPT_EXPECT},
-	{"udp", no_argument, NULL, OPT_UDP},
-	{NULL, 0, NULL, 0},
+    {"local", no_argument, NULL, OPT_LOCAL},
+    {"unknown", no_argument, NULL, OPT_UNKNOWN},
+    {"crc32c", no_argument, NULL, OPT_CRC32C},
+    {"bad-crc32c", no_argument, NULL, OPT_BAD_CRC32C},
+    {"tlv", required_argument, NULL, OPT_TLV},
+    {"header-hex", required_argument, NULL, OPT_HEADER_HEX},
+    {"header-file", required_argument, NULL, OPT_HEADER_FILE},
+    {"no-header", no_argument, NULL, OPT_NO_HEADER},
+    {"garbage", required_argument, NULL, OPT_GARBAGE},
+    {"split", required_argument, NULL, OPT_SPLIT},
+    {"split-delay", required_argument, NULL, OPT_SPLIT_DELAY},
+    {"with-payload", no_argument, NULL, OPT_WITH_PAYLOAD},
+    {"hold-ms", required_argument, NULL, OPT_HOLD_MS},
+    {"hold-until", required_argument, NULL, OPT_HOLD_UNTIL},
+    {"half-close", no_argument, NULL, OPT_HALF_CLOSE},
+    {"close", no_argument, NULL, OPT_CLOSE},
+    {"reset", no_argument, NULL, OPT_RESET},
+    {"expect", required_argument, NULL, OPT_EXPECT},
+    {"udp", no_argument, NULL, OPT_UDP},
+    {NULL, 0, NULL, 0},
 };
 
 static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
-	fputs("usage: ppclient [-1|-2] [-s ADDR:PORT] [-d ADDR:PORT] [--local] [--unknown]\n"
-	      "                [--crc32c|--bad-crc32c] [--tlv HEX] [--header-hex HEX]\n"
-	      "                [--header-file FILE] [--no-header] [--garbage N] [--split N]\n"
-	      "                [--split-delay MS] [--with-payload] [-n BYTES|-f FILE|-t TEXT]\n"
+	fputs("usage: ppclient [-1|-2] [-s ADDR:PORT] [-d ADDR:PORT] [--local] "
+	      "[--unknown]\n"
+	      "                [--crc32c|--bad-crc32c] [--tlv HEX] "
+	      "[--header-hex HEX]\n"
+	      "                [--header-file FILE] [--no-header] [--garbage "
+	      "N] [--split N]\n"
+	      "                [--split-delay MS] [--with-payload] [-n "
+	      "BYTES|-f FILE|-t TEXT]\n"
 	      "                [-S SEED] [--hold-ms MS] [--hold-until FILE]\n"
-	      "                [--half-close|--close|--reset] [--expect N] [-b ADDR[:PORT]]\n"
-	      "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] [--udp] ADDR:PORT\n",
+	      "                [--half-close|--close|--reset] [--expect N] [-b "
+	      "ADDR[:PORT]]\n"
+	      "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] "
+	      "[--udp] ADDR:PORT\n",
 	      stderr);
 	exit(2);
 }
@@ -1043,8 +1104,8 @@ static void parse_options(int argc, char **argv)
 {
 	int c;
 
-	while ((c = getopt_long(argc, argv, "12s:d:n:f:t:S:b:o:w:c:P:qh", long_options,
-				NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "12s:d:n:f:t:S:b:o:w:c:P:qh",
+				long_options, NULL)) != -1) {
 		switch (c) {
 		case '1':
 		case '2':
@@ -1058,7 +1119,8 @@ static void parse_options(int argc, char **argv)
 			break;
 		case 'n':
 			options.payload_kind = PAYLOAD_STREAM;
-			options.payload_bytes = parse_number("-n", optarg, UINT64_MAX);
+			options.payload_bytes =
+			    parse_number("-n", optarg, UINT64_MAX);
 			break;
 		case 'f':
 			options.payload_kind = PAYLOAD_FILE;
@@ -1078,13 +1140,16 @@ static void parse_options(int argc, char **argv)
 			options.output_path = optarg;
 			break;
 		case 'w':
-			options.timeout_s = (long)parse_number("-w", optarg, 86400);
+			options.timeout_s =
+			    (long)parse_number("-w", optarg, 86400);
 			break;
 		case 'c':
-			options.count = (unsigned long)parse_number("-c", optarg, 65536);
+			options.count =
+			    (unsigned long)parse_number("-c", optarg, 65536);
 			break;
 		case 'P':
-			options.parallel = (unsigned long)parse_number("-P", optarg, 4096);
+			options.parallel =
+			    (unsigned long)parse_number("-P", optarg, 4096);
 			if (options.parallel == 0)
 				die(2, "-P: must be at least 1");
 			break;
@@ -1106,40 +1171,44 @@ static void parse_options(int argc, char **argv)
 			options.bad_crc32c = 1;
 			break;
 		case OPT_TLV:
-			options.tlvs_len = parse_hex("--tlv", optarg, options.tlvs,
-						     sizeof(options.tlvs));
+			options.tlvs_len =
+			    parse_hex("--tlv", optarg, options.tlvs,
+				      sizeof(options.tlvs));
 			break;
 		case OPT_HEADER_HEX:
 			options.header_kind = HEADER_RAW;
-			options.raw_header_len = parse_hex("--header-hex", optarg,
-							   options.raw_header,
-							   sizeof(options.raw_header));
+			options.raw_header_len = parse_hex(
+			    "--header-hex", optarg, options.raw_header,
+			    sizeof(options.raw_header));
 			break;
 		case OPT_HEADER_FILE:
 			options.header_kind = HEADER_RAW;
-			options.raw_header_len = read_file("--header-file", optarg,
-							   options.raw_header,
-							   sizeof(options.raw_header));
+			options.raw_header_len = read_file(
+			    "--header-file", optarg, options.raw_header,
+			    sizeof(options.raw_header));
 			break;
 		case OPT_NO_HEADER:
 			options.header_kind = HEADER_NONE;
 			break;
 		case OPT_GARBAGE:
 			options.header_kind = HEADER_GARBAGE;
-			options.garbage_len = (size_t)parse_number("--garbage", optarg,
-								   PROXYHDR_MAX_LEN);
+			options.garbage_len = (size_t)parse_number(
+			    "--garbage", optarg, PROXYHDR_MAX_LEN);
 			break;
 		case OPT_SPLIT:
-			options.split = (size_t)parse_number("--split", optarg, PROXYHDR_MAX_LEN);
+			options.split = (size_t)parse_number("--split", optarg,
+							     PROXYHDR_MAX_LEN);
 			break;
 		case OPT_SPLIT_DELAY:
-			options.split_delay_ms = (int)parse_number("--split-delay", optarg, 60000);
+			options.split_delay_ms =
+			    (int)parse_number("--split-delay", optarg, 60000);
 			break;
 		case OPT_WITH_PAYLOAD:
 			options.with_payload = 1;
 			break;
 		case OPT_HOLD_MS:
-			options.hold_ms = (long)parse_number("--hold-ms", optarg, 86400000);
+			options.hold_ms =
+			    (long)parse_number("--hold-ms", optarg, 86400000);
 			break;
 		case OPT_HOLD_UNTIL:
 			options.hold_until = optarg;
@@ -1154,11 +1223,13 @@ static void parse_options(int argc, char **argv)
 			options.finish = FINISH_RESET;
 			break;
 		case OPT_EXPECT:
-			options.expect = parse_number("--expect", optarg, UINT64_MAX);
+			options.expect =
+			    parse_number("--expect", optarg, UINT64_MAX);
 			options.expect_set = 1;
 			break;
 		case OPT_UDP:
 			options.udp = 1;
+			options.version = 2; /* v1 has no datagram form */
 			break;
 		default:
 			usage();
