@@ -173,6 +173,38 @@ exec_script() {
 	relay_through_8443 192.0.2.50:40000
 }
 
+@test "with KillMode=process, a restart of mmproxy.service lets an established connection finish" {
+	# systemctl restart with KillMode=process: SIGTERM to the listener only,
+	# then a new listener on the same port while the old children run on.
+	[ "$(unit_values "$UNITS/mmproxy.service" KillMode)" = process ]
+	shipped_command "$UNITS/mmproxy.service"
+	backend_start echo 443
+	start_bg listener "${SHIPPED[@]}"
+	local old_listener=$BG_PID
+	wait_for_listen 8443
+	start_bg client "$PPCLIENT" -2 -s 192.0.2.54:40006 -n 1000 \
+		--hold-until "$TEST_DIR/go" --half-close -w 20 127.0.0.1:8443
+	local client=$BG_PID
+	wait_for_file_lines "$BACKEND_ACCEPTS" 1
+	kill -TERM "$old_listener"
+	wait_for_exit "$old_listener"
+	# The connection's process must not keep the listening socket open.
+	wait_for_no_listen 8443 tcp 5
+	start_bg listener2 "${SHIPPED[@]}"
+	wait_for_listen 8443
+	touch "$TEST_DIR/go"
+	wait_for_exit "$client"
+	echo "client: $(cat "$TEST_DIR/client.out")"
+	[ "$(field end "$(cat "$TEST_DIR/client.out")")" = eof ]
+	[ "$(field received "$(cat "$TEST_DIR/client.out")")" = 1000 ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	[ "$(field peer "$(head -n 1 "$BACKEND_LOG")")" = 192.0.2.54:40006 ]
+	[ "$(field bytes "$(head -n 1 "$BACKEND_LOG")")" = 1000 ]
+	# And the new listener serves new connections.
+	: >"$BACKEND_LOG"
+	relay_through_8443 192.0.2.55:40007
+}
+
 @test "mmproxy@.service's command line relays a connection handed over by mmproxy.socket" {
 	shipped_command "$UNITS/mmproxy@.service"
 	local listen
