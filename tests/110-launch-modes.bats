@@ -10,6 +10,9 @@
 
 load helpers/common
 
+# xinetd wants an absolute server path (MMPROXY=./mmproxy-asan is allowed).
+case "$MMPROXY" in /*) ;; *) MMPROXY="$REPO/${MMPROXY#./}" ;; esac
+
 # Under xinetd fd 2 is the client: the mmproxy.xinetd entry, with this test's
 # listen port, backend port, allow-list and binary, and -v 2 so that a log
 # line written to the wrong place would show up at the client. xinetd's own

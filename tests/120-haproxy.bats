@@ -39,7 +39,6 @@ haproxy_start() {
 		    server $HAPROXY_SERVER 127.0.0.1:$mmproxy_port $proxy_option check check-send-proxy inter 200ms fall 2 rise 1
 	CFG
 	start_bg haproxy haproxy -f "$cfg" -db
-	HAPROXY_PID=$BG_PID
 	wait_for_listen "$frontend4_port"
 	wait_for_listen "$frontend6_port"
 }

@@ -167,7 +167,6 @@ exec_script() {
 	shipped_command "$UNITS/mmproxy.service"
 	backend_start echo 443
 	start_bg listener "${SHIPPED[@]}"
-	MMPROXY_LOG=$TEST_DIR/listener.err
 	wait_for_listen 8443
 	netns_exec ss -Hltn 'sport = :8443' | grep -q '0\.0\.0\.0:8443'
 	relay_through_8443 192.0.2.50:40000
