@@ -31,6 +31,50 @@ shipped_command() {
 	[[ " ${SHIPPED[*]} " == *" $ALLOWED_SUBNETS "* ]]
 }
 
+# The system calls a unit's SystemCallFilter= allows, one per line: each
+# @group expanded (recursively) from `systemd-analyze syscall-filter`.
+allowed_syscalls() {
+	local entry
+	for entry in $(unit_values "$1" SystemCallFilter); do
+		[[ "$entry" != "~"* ]] || { echo "deny lists are not handled: $entry" >&2; return 1; }
+		if [[ "$entry" == @* ]]; then
+			systemd-analyze syscall-filter 2>/dev/null | awk -v want="$entry" '
+				/^@/ { group = $1; next }
+				/^[[:space:]]+#/ || NF == 0 { next }
+				{ members[group] = members[group] " " $1 }
+				END {
+					todo[1] = want; n = 1; seen[want] = 1
+					while (n > 0) {
+						count = split(members[todo[n--]], list, " ")
+						for (i = 1; i <= count; i++) {
+							if (list[i] !~ /^@/) print list[i]
+							else if (!(list[i] in seen)) { seen[list[i]] = 1; todo[++n] = list[i] }
+						}
+					}
+				}'
+		else
+			echo "$entry"
+		fi
+	done | sort -u
+}
+
+# The names of the system calls in strace output files.
+traced_syscalls() {
+	sed -nE 's/^([0-9]+ +)?([a-z_0-9]+)\(.*/\2/p' "$@" | sort -u
+}
+
+# Exercise the relay: v2 IPv4 and IPv6, bulk (mmproxy may splice() then),
+# a LOCAL check that resets, a bad header.
+exercise_8443() {
+	relay_through_8443 "$1"
+	relay_through_8443 "$2"
+	run ppclient -1 -s 192.0.2.99:40099 -n 4000000 --half-close -w 30 127.0.0.1:8443
+	echo "bulk: $output"
+	[ "$(field received "$output")" = 4000000 ]
+	ppclient -2 --local --reset -w 5 127.0.0.1:8443 || true
+	ppclient --garbage 32 -w 5 127.0.0.1:8443 || true
+}
+
 # One spoofed connection to 127.0.0.1:8443 reaches the backend on 443.
 relay_through_8443() {
 	run ppclient -2 -s "$1" -n 1000 --half-close -w 10 127.0.0.1:8443
@@ -243,6 +287,37 @@ exec_script() {
 	# The listener really runs unprivileged.
 	grep -Eq '^Uid:[[:space:]]+65534' "/proc/$(pgrep -P "$BG_PID" -x mmproxy || echo "$BG_PID")/status" ||
 		grep -Eq '^Uid:[[:space:]]+65534' "/proc/$BG_PID/status"
+}
+
+@test "every system call mmproxy.service's listener makes is allowed by its SystemCallFilter=" {
+	allowed_syscalls "$UNITS/mmproxy.service" >"$TEST_DIR/allowed-syscalls"
+	grep -qx socket "$TEST_DIR/allowed-syscalls"
+	shipped_command "$UNITS/mmproxy.service"
+	backend_start echo 443
+	start_bg listener strace -f -qq -o "$TEST_DIR/strace.txt" "${SHIPPED[@]}"
+	wait_for_listen 8443
+	exercise_8443 192.0.2.56:40008 '[2001:db8::56]:40009'
+	kill -TERM "$(pgrep -P "$BG_PID" -x "$(basename "$MMPROXY")")"
+	wait_for_exit "$BG_PID"
+	traced_syscalls "$TEST_DIR/strace.txt" >"$TEST_DIR/used-syscalls"
+	grep -qx accept4 "$TEST_DIR/used-syscalls" || grep -qx accept "$TEST_DIR/used-syscalls"
+	echo "used but not allowed:"
+	! comm -23 "$TEST_DIR/used-syscalls" "$TEST_DIR/allowed-syscalls" | grep . || false
+}
+
+@test "every system call mmproxy@.service makes is allowed by its SystemCallFilter=" {
+	allowed_syscalls "$UNITS/mmproxy@.service" >"$TEST_DIR/allowed-syscalls"
+	shipped_command "$UNITS/mmproxy@.service"
+	backend_start echo 443
+	start_bg activate systemd-socket-activate --accept --inetd -l 8443 \
+		strace -ff -qq -o "$TEST_DIR/strace.txt" "${SHIPPED[@]}"
+	wait_for_listen 8443
+	exercise_8443 192.0.2.57:40010 '[2001:db8::57]:40011'
+	wait_until 10 bash -c "[ \$(grep -c 'died with code' '$TEST_DIR/activate.err') -ge 4 ]"
+	traced_syscalls "$TEST_DIR"/strace.txt* >"$TEST_DIR/used-syscalls"
+	grep -qx connect "$TEST_DIR/used-syscalls"
+	echo "used but not allowed:"
+	! comm -23 "$TEST_DIR/used-syscalls" "$TEST_DIR/allowed-syscalls" | grep . || false
 }
 
 @test "xinetd runs the shipped entry on port 8443 and it relays to 443" {
