@@ -58,6 +58,13 @@ allowed_syscalls() {
 	done | sort -u
 }
 
+need_strace() {
+	if ! command -v strace >/dev/null; then
+		echo "# strace is missing: install it (apt-get install strace; .ci/run's package list)" >&2
+		return 1
+	fi
+}
+
 # The names of the system calls in strace output files.
 traced_syscalls() {
 	sed -nE 's/^([0-9]+ +)?([a-z_0-9]+)\(.*/\2/p' "$@" | sort -u
@@ -290,6 +297,7 @@ exec_script() {
 }
 
 @test "every system call mmproxy.service's listener makes is allowed by its SystemCallFilter=" {
+	need_strace
 	allowed_syscalls "$UNITS/mmproxy.service" >"$TEST_DIR/allowed-syscalls"
 	grep -qx socket "$TEST_DIR/allowed-syscalls"
 	shipped_command "$UNITS/mmproxy.service"
@@ -306,6 +314,7 @@ exec_script() {
 }
 
 @test "every system call mmproxy@.service makes is allowed by its SystemCallFilter=" {
+	need_strace
 	allowed_syscalls "$UNITS/mmproxy@.service" >"$TEST_DIR/allowed-syscalls"
 	shipped_command "$UNITS/mmproxy@.service"
 	backend_start echo 443
