@@ -30,14 +30,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ECHO_BUF_LEN 65536
-#define SINK_BUF_LEN (256 * 1024)
-#define UDP_BATCH 64
-#define UDP_BUF_LEN 2048 /* the bench's datagrams are small */
-#define MAX_EVENTS 256
+#define ECHO_BUF_LEN	  65536
+#define SINK_BUF_LEN	  (256 * 1024)
+#define UDP_BATCH	  64
+#define UDP_BUF_LEN	  2048 /* the bench's datagrams are small */
+#define MAX_EVENTS	  256
 #define ACCEPTS_PER_EVENT 64
 
-enum endpoint_kind { KIND_ECHO_LISTENER, KIND_SINK_LISTENER, KIND_UDP, KIND_CONN };
+enum endpoint_kind {
+	KIND_ECHO_LISTENER,
+	KIND_SINK_LISTENER,
+	KIND_UDP,
+	KIND_CONN
+};
 
 /* Every epoll registration points at one of these. */
 struct endpoint {
@@ -48,7 +53,7 @@ struct endpoint {
 struct conn {
 	struct endpoint endpoint; /* first: events point here */
 	int is_sink;
-	uint8_t *buf;        /* echo only: what is read, until written back */
+	uint8_t *buf; /* echo only: what is read, until written back */
 	size_t pending_off;
 	size_t pending_len;
 };
@@ -69,7 +74,8 @@ struct udp_state {
 static int epoll_fd;
 static uint8_t sink_buf[SINK_BUF_LEN];
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
 	va_list ap;
@@ -82,7 +88,8 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -282,8 +289,8 @@ static void udp_event(struct udp_state *udp)
 		udp->in[i].msg_hdr.msg_name = &udp->from[i];
 		udp->in[i].msg_hdr.msg_namelen = sizeof(udp->from[i]);
 	}
-	received = recvmmsg(udp->endpoint.fd, udp->in, UDP_BATCH, MSG_DONTWAIT,
-			    NULL);
+	received =
+	    recvmmsg(udp->endpoint.fd, udp->in, UDP_BATCH, MSG_DONTWAIT, NULL);
 	if (received < 0)
 		return;
 	for (i = 0; i < received; i++) {
@@ -305,8 +312,8 @@ static void udp_event(struct udp_state *udp)
 		case '!':
 			out_iov->iov_base = udp->replies[replies];
 			out_iov->iov_len = control_reply(
-				udp, udp->bufs[i], len, udp->replies[replies],
-				sizeof(udp->replies[replies]));
+			    udp, udp->bufs[i], len, udp->replies[replies],
+			    sizeof(udp->replies[replies]));
 			if (out_iov->iov_len == 0)
 				continue;
 			break;

@@ -36,11 +36,11 @@
 
 #include "proxyhdr.h"
 
-#define CHUNK_LEN 65536
-#define MAX_CONNECTING 128   /* connects in flight while opening many */
-#define MAX_EVENTS 256
-#define UDP_BATCH 32
-#define UDP_RETRY_S 0.2      /* resend a UDP request unanswered this long */
+#define CHUNK_LEN      65536
+#define MAX_CONNECTING 128 /* connects in flight while opening many */
+#define MAX_EVENTS     256
+#define UDP_BATCH      32
+#define UDP_RETRY_S    0.2 /* resend a UDP request unanswered this long */
 #define STAT_REPLY_MAX 128
 
 enum scenario {
@@ -60,13 +60,13 @@ static const struct {
 	unsigned default_conns;
 	size_t default_size;
 } scenarios[] = {
-	{"pingpong", SCENARIO_PINGPONG, "msg/s", 50, 6},
-	{"bulk-echo", SCENARIO_BULK_ECHO, "MB/s", 4, CHUNK_LEN},
-	{"bulk-oneway", SCENARIO_BULK_ONEWAY, "MB/s", 1, CHUNK_LEN},
-	{"connrate", SCENARIO_CONNRATE, "conn/s", 8, 5},
-	{"idle", SCENARIO_IDLE, "conns", 1000, 5},
-	{"udp-oneway", SCENARIO_UDP_ONEWAY, "dgram/s", 4, 64},
-	{"udp-rr", SCENARIO_UDP_RR, "rt/s", 8, 64},
+    {"pingpong", SCENARIO_PINGPONG, "msg/s", 50, 6},
+    {"bulk-echo", SCENARIO_BULK_ECHO, "MB/s", 4, CHUNK_LEN},
+    {"bulk-oneway", SCENARIO_BULK_ONEWAY, "MB/s", 1, CHUNK_LEN},
+    {"connrate", SCENARIO_CONNRATE, "conn/s", 8, 5},
+    {"idle", SCENARIO_IDLE, "conns", 1000, 5},
+    {"udp-oneway", SCENARIO_UDP_ONEWAY, "dgram/s", 4, 64},
+    {"udp-rr", SCENARIO_UDP_RR, "rt/s", 8, 64},
 };
 
 struct options {
@@ -86,9 +86,9 @@ enum phase { PHASE_SETUP, PHASE_WARMUP, PHASE_MEASURE, PHASE_DONE };
 enum conn_state {
 	CONN_CLOSED,
 	CONN_CONNECTING,
-	CONN_SENDING,   /* a message (or the bulk stream) is going out */
+	CONN_SENDING,	/* a message (or the bulk stream) is going out */
 	CONN_RECEIVING, /* waiting for the whole echo of a message */
-	CONN_PARKED,    /* exchange done, waiting for the measurement to start */
+	CONN_PARKED, /* exchange done, waiting for the measurement to start */
 };
 
 struct conn {
@@ -108,8 +108,8 @@ struct run {
 	const struct options *options;
 	int epoll_fd;
 	struct conn *conns;
-	uint8_t *message;      /* what is sent: size bytes */
-	uint8_t *receive_buf;  /* CHUNK_LEN bytes, contents ignored */
+	uint8_t *message;     /* what is sent: size bytes */
+	uint8_t *receive_buf; /* CHUNK_LEN bytes, contents ignored */
 	uint64_t next_src;
 	enum phase phase;
 	double phase_started_at;
@@ -118,7 +118,7 @@ struct run {
 	unsigned ready_count;
 	unsigned open_count;
 	unsigned connecting_count;
-	uint64_t count;        /* messages, connections or round trips */
+	uint64_t count; /* messages, connections or round trips */
 	uint64_t bytes;
 	uint64_t errors;
 	uint64_t retries;
@@ -126,7 +126,8 @@ struct run {
 
 /* ---- helpers */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
 	va_list ap;
@@ -139,7 +140,8 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -212,8 +214,8 @@ static void parse_ipv4_port(const char *text, struct sockaddr_in *out)
 	out->sin_family = AF_INET;
 	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
 		usage_error("-t \"%s\": not an IPv4 address", text);
-	out->sin_port = htons((uint16_t)parse_number("-t port", colon + 1, 1,
-						     65535));
+	out->sin_port =
+	    htons((uint16_t)parse_number("-t port", colon + 1, 1, 65535));
 }
 
 /*
@@ -238,15 +240,15 @@ static size_t build_header(struct run *run, uint8_t *out, size_t capacity,
 		return 0;
 	src_for_index(run->next_src++, &src_addr);
 	if (run->options->proxy_version == 1)
-		len = proxyhdr_build_v1(out, capacity,
-					(const struct sockaddr *)&src_addr,
-					(const struct sockaddr *)&run->options->target_addr);
+		len = proxyhdr_build_v1(
+		    out, capacity, (const struct sockaddr *)&src_addr,
+		    (const struct sockaddr *)&run->options->target_addr);
 	else
-		len = proxyhdr_build_v2(out, capacity, PROXYHDR_CMD_PROXY,
-					transport,
-					(const struct sockaddr *)&src_addr,
-					(const struct sockaddr *)&run->options->target_addr,
-					NULL, 0, 0);
+		len = proxyhdr_build_v2(
+		    out, capacity, PROXYHDR_CMD_PROXY, transport,
+		    (const struct sockaddr *)&src_addr,
+		    (const struct sockaddr *)&run->options->target_addr, NULL,
+		    0, 0);
 	if (len == 0)
 		die("cannot build a PROXY v%d header",
 		    run->options->proxy_version);
@@ -288,8 +290,7 @@ static void start_measurement(struct run *run, double now);
 /* Called each time a connection becomes ready, and once after opening. */
 static void maybe_end_setup(struct run *run, double now)
 {
-	if (run->phase != PHASE_SETUP ||
-	    run->ready_count < run->options->conns)
+	if (run->phase != PHASE_SETUP || run->ready_count < run->options->conns)
 		return;
 	run->phase = PHASE_WARMUP;
 	run->phase_started_at = now;
@@ -367,8 +368,8 @@ static void conn_close(struct run *run, struct conn *conn)
 
 /*
  * In connrate a failed connection is counted and replaced: failing under
- * load is part of what is measured. Elsewhere the load is not what was asked for,
- * so the measurement stops.
+ * load is part of what is measured. Elsewhere the load is not what was asked
+ * for, so the measurement stops.
  */
 static void conn_failed(struct run *run, struct conn *conn, const char *what,
 			int error)
@@ -380,8 +381,8 @@ static void conn_failed(struct run *run, struct conn *conn, const char *what,
 		die("connection %u: %s: %s", index, what,
 		    error ? strerror(error) : "closed by peer");
 	if (run->errors <= 5)
-		fprintf(stderr, "loadgen: connection %u: %s: %s\n", index,
-			what, error ? strerror(error) : "closed by peer");
+		fprintf(stderr, "loadgen: connection %u: %s: %s\n", index, what,
+			error ? strerror(error) : "closed by peer");
 	conn_close(run, conn); /* open_more() replaces it */
 }
 
@@ -566,14 +567,16 @@ static void open_more(struct run *run)
 	int is_connrate = run->options->scenario == SCENARIO_CONNRATE;
 	unsigned i;
 
-	if (run->phase == PHASE_DONE || (!is_connrate && run->phase != PHASE_SETUP))
+	if (run->phase == PHASE_DONE ||
+	    (!is_connrate && run->phase != PHASE_SETUP))
 		return;
-	for (i = 0; i < run->options->conns &&
-		    run->connecting_count < MAX_CONNECTING;
+	for (i = 0;
+	     i < run->options->conns && run->connecting_count < MAX_CONNECTING;
 	     i++) {
 		struct conn *conn = &run->conns[i];
 
-		if (conn->state == CONN_CLOSED && (is_connrate || !conn->is_ready))
+		if (conn->state == CONN_CLOSED &&
+		    (is_connrate || !conn->is_ready))
 			conn_open(run, conn);
 	}
 }
@@ -669,7 +672,8 @@ static void run_tcp(struct run *run)
 			(unsigned long long)run->errors);
 	if (is_bulk(run))
 		printf("RESULT %.1f MB/s\n",
-		       (double)run->bytes / 1e6 / (now - run->measure_started_at));
+		       (double)run->bytes / 1e6 /
+			   (now - run->measure_started_at));
 	else
 		printf("RESULT %.0f %s\n",
 		       (double)run->count / (now - run->measure_started_at),
@@ -700,8 +704,8 @@ struct udp_flow {
 static void udp_send(struct udp_flow *flow, const void *payload, size_t len)
 {
 	struct iovec iov[2] = {
-		{.iov_base = flow->header, .iov_len = flow->header_len},
-		{.iov_base = (void *)payload, .iov_len = len},
+	    {.iov_base = flow->header, .iov_len = flow->header_len},
+	    {.iov_base = (void *)payload, .iov_len = len},
 	};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
 
@@ -712,7 +716,8 @@ static void udp_send(struct udp_flow *flow, const void *payload, size_t len)
 
 static void set_receive_timeout(int fd, long usec)
 {
-	struct timeval tv = {.tv_sec = usec / 1000000, .tv_usec = usec % 1000000};
+	struct timeval tv = {.tv_sec = usec / 1000000,
+			     .tv_usec = usec % 1000000};
 
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
 		die("setsockopt SO_RCVTIMEO: %s", strerror(errno));
@@ -764,9 +769,9 @@ static void udp_open_flows(struct run *run, struct udp_flow *flows)
 			    (const struct sockaddr *)&run->options->target_addr,
 			    sizeof(run->options->target_addr)) < 0)
 			die("connect: %s", strerror(errno));
-		flow->header_len = build_header(run, flow->header,
-						sizeof(flow->header),
-						PROXYHDR_TRANSPORT_DGRAM);
+		flow->header_len =
+		    build_header(run, flow->header, sizeof(flow->header),
+				 PROXYHDR_TRANSPORT_DGRAM);
 		/* One exchange first, so a proxy has set the flow up. */
 		udp_request(flow, "!ping", "!ping", reply, sizeof(reply),
 			    run->options->setup_timeout_s);
@@ -823,10 +828,10 @@ static void run_udp_oneway(struct run *run, struct udp_flow *flows)
 static void udp_rr_send(struct run *run, struct udp_flow *flow, double now)
 {
 	struct iovec iov[3] = {
-		{.iov_base = flow->header, .iov_len = flow->header_len},
-		{.iov_base = flow->tag, .iov_len = UDP_TAG_LEN},
-		{.iov_base = run->message + UDP_TAG_LEN,
-		 .iov_len = run->options->size - UDP_TAG_LEN},
+	    {.iov_base = flow->header, .iov_len = flow->header_len},
+	    {.iov_base = flow->tag, .iov_len = UDP_TAG_LEN},
+	    {.iov_base = run->message + UDP_TAG_LEN,
+	     .iov_len = run->options->size - UDP_TAG_LEN},
 	};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 3};
 
@@ -912,6 +917,7 @@ static void run_udp(struct run *run)
 		run_udp_oneway(run, flows);
 	else
 		run_udp_rr(run, flows);
+	free(flows);
 }
 
 /* ---- main */
@@ -919,14 +925,14 @@ static void run_udp(struct run *run)
 static void parse_options(int argc, char **argv, struct options *options)
 {
 	static const struct option long_options[] = {
-		{"target", required_argument, NULL, 't'},
-		{"conns", required_argument, NULL, 'c'},
-		{"size", required_argument, NULL, 's'},
-		{"seconds", required_argument, NULL, 'd'},
-		{"proxy", required_argument, NULL, 'p'},
-		{"src-start", required_argument, NULL, 'S'},
-		{"setup-timeout", required_argument, NULL, 'T'},
-		{NULL, 0, NULL, 0},
+	    {"target", required_argument, NULL, 't'},
+	    {"conns", required_argument, NULL, 'c'},
+	    {"size", required_argument, NULL, 's'},
+	    {"seconds", required_argument, NULL, 'd'},
+	    {"proxy", required_argument, NULL, 'p'},
+	    {"src-start", required_argument, NULL, 'S'},
+	    {"setup-timeout", required_argument, NULL, 'T'},
+	    {NULL, 0, NULL, 0},
 	};
 	int have_target = 0, have_conns = 0, have_size = 0;
 	size_t i;
@@ -944,13 +950,13 @@ static void parse_options(int argc, char **argv, struct options *options)
 			have_target = 1;
 			break;
 		case 'c':
-			options->conns = (unsigned)parse_number("-c", optarg, 1,
-								100000);
+			options->conns =
+			    (unsigned)parse_number("-c", optarg, 1, 100000);
 			have_conns = 1;
 			break;
 		case 's':
-			options->size = (size_t)parse_number("-s", optarg, 1,
-							     CHUNK_LEN);
+			options->size =
+			    (size_t)parse_number("-s", optarg, 1, CHUNK_LEN);
 			have_size = 1;
 			break;
 		case 'd':
@@ -964,16 +970,17 @@ static void parse_options(int argc, char **argv, struct options *options)
 			else if (strcmp(optarg, "v2") == 0)
 				options->proxy_version = 2;
 			else
-				usage_error("-p \"%s\": expected none, v1 or v2",
-					    optarg);
+				usage_error(
+				    "-p \"%s\": expected none, v1 or v2",
+				    optarg);
 			break;
 		case 'S':
-			options->src_start = parse_number("--src-start", optarg,
-							  0, 1ULL << 38);
+			options->src_start =
+			    parse_number("--src-start", optarg, 0, 1ULL << 38);
 			break;
 		case 'T':
 			options->setup_timeout_s =
-				parse_seconds("--setup-timeout", optarg);
+			    parse_seconds("--setup-timeout", optarg);
 			break;
 		default:
 			usage_error("unknown option");
@@ -1031,5 +1038,8 @@ int main(int argc, char **argv)
 	else
 		run_tcp(&run);
 	fflush(stdout);
+	free(run.conns);
+	free(run.message);
+	free(run.receive_buf);
 	return 0;
 }
