@@ -33,7 +33,7 @@
 #define ECHO_BUF_LEN	  65536
 #define SINK_BUF_LEN	  (256 * 1024)
 #define UDP_BATCH	  64
-#define UDP_BUF_LEN	  2048 /* the bench's datagrams are small */
+#define UDP_BUF_LEN	  65536
 #define MAX_EVENTS	  256
 #define ACCEPTS_PER_EVENT 64
 
