@@ -597,6 +597,25 @@ static socklen_t address_length(const struct sockaddr_storage *addr)
 					   : sizeof(struct sockaddr_in);
 }
 
+/* Same family, address and port. */
+static bool same_address(const struct sockaddr_storage *a,
+			 const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	}
+	return true; /* AF_UNSPEC: no address, e.g. a UDP flow without client */
+}
+
 static int set_nonblocking(int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
@@ -832,7 +851,7 @@ static int read_proxy_header(struct connection *conn,
 	uint8_t *buffer = first_buffer;
 	size_t capacity = sizeof first_buffer;
 	int64_t deadline_ms = conn->start_ms + opts->header_timeout_ms;
-	bool peer_closed = false, lowat_raised = false;
+	bool peer_closed = false, lowat_raised = false, seen_bytes = false;
 	int result = -1;
 
 	for (;;) {
@@ -845,11 +864,14 @@ static int read_proxy_header(struct connection *conn,
 			break;
 		}
 		if (n < 0 && errno != EAGAIN) {
-			conn->end = errno == ECONNRESET ? END_CLIENT_RESET
-							: END_ERROR;
+			/* Connect and reset with nothing sent: a health check. */
+			conn->end = errno != ECONNRESET ? END_ERROR
+				    : seen_bytes    ? END_CLIENT_RESET
+						    : END_HEALTH;
 			break;
 		}
 		if (n > 0) {
+			seen_bytes = true;
 			enum proxyhdr_error error = PROXYHDR_OK;
 			enum proxyhdr_status status =
 				proxyhdr_parse(buffer, (size_t)n, header, &error);
@@ -932,7 +954,9 @@ static void unmap_ipv4(struct sockaddr_storage *addr)
  * The target follows the client's family from the header, not the family the
  * load balancer used to reach us. LOCAL, UNKNOWN, UNSPEC and UNIX carry no
  * client: connect from our own address, to the target of the load
- * balancer's family, so health checks reach the application.
+ * balancer's family, so health checks reach the application. A header
+ * naming the very connection it came on carries no client either: haproxy's
+ * check-send-proxy sends one, and on a shared host that address is taken.
  */
 static void choose_endpoints(struct connection *conn,
 			     const struct options *opts,
@@ -941,9 +965,10 @@ static void choose_endpoints(struct connection *conn,
 	struct sockaddr_storage lb = conn->lb_addr;
 
 	unmap_ipv4(&lb);
-	if (header->family == AF_INET || header->family == AF_INET6) {
-		conn->client_addr = header->src;
-		unmap_ipv4(&conn->client_addr);
+	conn->client_addr = header->src;
+	unmap_ipv4(&conn->client_addr);
+	if ((header->family == AF_INET || header->family == AF_INET6) &&
+	    !same_address(&conn->client_addr, &lb)) {
 		conn->spoofed = true;
 		if (opts->dynamic_destination) {
 			conn->target_addr = header->dst;
@@ -1374,7 +1399,9 @@ static void close_connection(struct connection *conn)
  * end of the relay. Returns the process exit status: 0 when the job was
  * done (a refusal is a job done), 1 on a system error.
  */
-static int handle_connection(int lb_fd, const struct options *opts,
+static int handle_connection(int lb_fd,
+			     const struct sockaddr_storage *accepted_peer,
+			     const struct options *opts,
 			     const struct subnets *allowed)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
@@ -1383,17 +1410,22 @@ static int handle_connection(int lb_fd, const struct options *opts,
 	socklen_t len = sizeof conn.lb_addr;
 
 	conn.start_ms = monotonic_ms();
-	if (getpeername(lb_fd, (struct sockaddr *)&conn.lb_addr, &len) != 0 ||
-	    set_nonblocking(lb_fd) != 0) {
-		/* ENOTCONN: a check that connected and reset before we looked. */
-		bool gone = errno == ENOTCONN;
-		if (!gone)
+	if (getpeername(lb_fd, (struct sockaddr *)&conn.lb_addr, &len) != 0) {
+		if (errno != ENOTCONN) {
 			log_error("connection on fd %d: %s", lb_fd,
 				  strerror(errno));
+			close(lb_fd);
+			return EXIT_SYSTEM;
+		}
+		/* A check that connected and reset before we looked (haproxy's do). */
+		if (accepted_peer != NULL)
+			conn.lb_addr = *accepted_peer;
+		conn.end = END_HEALTH;
+	} else if (set_nonblocking(lb_fd) != 0) {
+		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
 		close(lb_fd);
-		return gone ? 0 : EXIT_SYSTEM;
-	}
-	if (allowed != NULL &&
+		return EXIT_SYSTEM;
+	} else if (allowed != NULL &&
 	    !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
 		char lb[ADDRESS_TEXT_SIZE];
 		log_error("refused lb=%s: not in allowed subnets",
@@ -1404,9 +1436,14 @@ static int handle_connection(int lb_fd, const struct options *opts,
 		if (connect_backend(&conn, opts) == 0) {
 			set_int_option(lb_fd, IPPROTO_TCP, TCP_NODELAY, 1);
 			relay(&conn);
-			/* A LOCAL or UNKNOWN check that carried nothing. */
-			if (is_normal_end(conn.end) && !conn.spoofed &&
-			    conn.bytes_up == 0 && conn.bytes_down == 0)
+			/*
+			 * A check without a client that carried nothing,
+			 * whoever closed it and however (haproxy resets).
+			 */
+			if ((is_normal_end(conn.end) ||
+			     conn.end == END_CLIENT_RESET) &&
+			    !conn.spoofed && conn.bytes_up == 0 &&
+			    conn.bytes_down == 0)
 				conn.end = END_HEALTH;
 		}
 	}
@@ -1508,6 +1545,7 @@ static void pause_accepting(struct listener *l, const char *why, int error)
 /* The child side of a fork: it owns the connection and nothing else. */
 __attribute__((noreturn)) static void
 run_connection_child(struct listener *l, int client_fd,
+		     const struct sockaddr_storage *peer,
 		     const struct options *opts, const struct subnets *allowed)
 {
 	sigset_t none;
@@ -1518,7 +1556,7 @@ run_connection_child(struct listener *l, int client_fd,
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* A terminal's ^C is for the listener: connections run to their end. */
 	signal(SIGINT, SIG_IGN);
-	_exit(handle_connection(client_fd, opts, allowed));
+	_exit(handle_connection(client_fd, peer, opts, allowed));
 }
 
 static bool is_at_limit(const struct listener *l)
@@ -1530,7 +1568,10 @@ static void accept_connections(struct listener *l, const struct options *opts,
 			       const struct subnets *allowed)
 {
 	for (int i = 0; i < ACCEPT_BATCH && !is_at_limit(l); i++) {
-		int client_fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t peer_len = sizeof peer;
+		int client_fd = accept4(l->listen_fd, (struct sockaddr *)&peer,
+					&peer_len, SOCK_CLOEXEC);
 		if (client_fd < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -1542,7 +1583,8 @@ static void accept_connections(struct listener *l, const struct options *opts,
 		}
 		pid_t pid = fork();
 		if (pid == 0)
-			run_connection_child(l, client_fd, opts, allowed);
+			run_connection_child(l, client_fd, &peer, opts,
+					     allowed);
 		if (pid < 0) {
 			close_with_reset(client_fd);
 			pause_accepting(l, "fork", errno);
@@ -1762,24 +1804,6 @@ struct udp_proxy {
 	struct iovec iovecs[UDP_BATCH];
 	struct sockaddr_storage sources[UDP_BATCH];
 };
-
-static bool same_address(const struct sockaddr_storage *a,
-			 const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port &&
-		       x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-		return x->sin6_port == y->sin6_port &&
-		       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-	}
-	return true; /* AF_UNSPEC: no client */
-}
 
 /* FNV-1a over the parts of an address that identify it. */
 static uint32_t hash_address(uint32_t hash, const struct sockaddr_storage *addr)
@@ -2259,7 +2283,7 @@ int main(int argc, char **argv)
 
 	if (one_connection)
 		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
-					 &opts, allowed);
+					 NULL, &opts, allowed);
 
 	/* The accept loop's signals arrive through a signalfd, never async. */
 	sigset_t signals;

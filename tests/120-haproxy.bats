@@ -100,7 +100,7 @@ mmproxy_logged_client() {
 # connect or bind.
 mmproxy_log_only_ends() {
 	local unexpected
-	unexpected=$(grep -Ev "^(mmproxy\[[0-9]+\]: )?conn .* end=($1)\$" "$MMPROXY_LOG")
+	unexpected=$(grep -Ev "^(mmproxy\[[0-9]+\]: )?conn .* end=($1)\$" "$MMPROXY_LOG" || true)
 	if [ -n "$unexpected" ]; then
 		echo "unexpected mmproxy log lines ($(wc -l <<<"$unexpected") of $(wc -l <"$MMPROXY_LOG")):"
 		sed -E 's/mmproxy\[[0-9]+\]/mmproxy[PID]/; s/:[0-9]+/:PORT/g' <<<"$unexpected" | sort | uniq -c
