@@ -1668,7 +1668,7 @@ static int run_standalone(const struct options *opts,
 			struct listener sibling = {.listen_fd = fds[i],
 						   .max_children =
 							   per_listener_cap};
-			exit(run_listener(&sibling, opts, allowed));
+			return run_listener(&sibling, opts, allowed);
 		}
 	}
 	for (unsigned i = 1; i < count; i++)
@@ -2245,6 +2245,36 @@ static int run_udp(int listen_fd, const struct options *opts,
 
 /* ---- main --------------------------------------------------------------- */
 
+/* Runs the launch mode that the options and the inherited fds call for. */
+static int run_launch_mode(struct options *opts, int activated_fd,
+			   bool one_connection, const struct subnets *allowed)
+{
+	if (one_connection)
+		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
+					 NULL, opts, allowed);
+
+	/* The accept loop's signals arrive through a signalfd, never async. */
+	sigset_t signals;
+	listener_signal_set(&signals);
+	if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0)
+		die(EXIT_SYSTEM, "sigprocmask: %s", strerror(errno));
+
+	if (opts->protocol == PROTOCOL_UDP && activated_fd >= 0 &&
+	    !is_socket_of_type(activated_fd, SOCK_DGRAM))
+		die(EXIT_USAGE, "-p udp: the socket passed on fd 3 is not a "
+				"datagram socket");
+	if (opts->protocol == PROTOCOL_UDP)
+		return run_udp(activated_fd >= 0 ? activated_fd
+						 : open_listener(opts, false),
+			       opts, allowed);
+	if (activated_fd >= 0) {
+		struct listener l = {.listen_fd = activated_fd,
+				     .max_children = opts->max_connections};
+		return run_listener(&l, opts, allowed);
+	}
+	return run_standalone(opts, allowed);
+}
+
 int main(int argc, char **argv)
 {
 	struct options opts;
@@ -2281,28 +2311,9 @@ int main(int argc, char **argv)
 				     "PROXY headers and choose a source address");
 	}
 
-	if (one_connection)
-		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
-					 NULL, &opts, allowed);
-
-	/* The accept loop's signals arrive through a signalfd, never async. */
-	sigset_t signals;
-	listener_signal_set(&signals);
-	if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0)
-		die(EXIT_SYSTEM, "sigprocmask: %s", strerror(errno));
-
-	if (opts.protocol == PROTOCOL_UDP && activated_fd >= 0 &&
-	    !is_socket_of_type(activated_fd, SOCK_DGRAM))
-		die(EXIT_USAGE, "-p udp: the socket passed on fd 3 is not a "
-				"datagram socket");
-	if (opts.protocol == PROTOCOL_UDP)
-		return run_udp(activated_fd >= 0 ? activated_fd
-						 : open_listener(&opts, false),
-			       &opts, allowed);
-	if (activated_fd >= 0) {
-		struct listener l = {.listen_fd = activated_fd,
-				     .max_children = opts.max_connections};
-		return run_listener(&l, &opts, allowed);
-	}
-	return run_standalone(&opts, allowed);
+	int status = run_launch_mode(&opts, activated_fd, one_connection,
+				     allowed);
+	if (allowed != NULL)
+		subnets_free(&table);
+	return status;
 }
