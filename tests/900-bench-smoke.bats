@@ -13,9 +13,9 @@ setup() {
 	done
 }
 
-# The table line of scenario $1, split into words.
+# The table line of scenario $1 (the first: the CPU section repeats names).
 row() {
-	grep -E "^$1 " <<<"$output"
+	grep -m1 -E "^$1 " <<<"$output"
 }
 
 @test "a one-second benchmark run completes and prints a ratio to direct for every scenario" {
@@ -30,16 +30,22 @@ row() {
 		connrate udp-oneway udp-rr; do
 		line=$(row "$scenario")
 		[ -n "$line" ] || { echo "no row for $scenario"; return 1; }
-		read -r _ _ direct proxied ratio <<<"$line"
+		read -r _ _ direct proxied ratio _ <<<"$line"
 		[[ $direct =~ ^[0-9.]+$ && $proxied =~ ^[0-9.]+$ ]] ||
 			{ echo "$scenario: no numbers: $line"; return 1; }
 		[[ $ratio =~ ^[0-9]+\.[0-9]{2}$ ]] ||
 			{ echo "$scenario: no ratio: $line"; return 1; }
 	done
 	# idle has no direct counterpart: a proxy's memory per connection.
-	read -r _ unit direct proxied ratio <<<"$(row idle)"
-	[ "$unit" = KiB/conn ] && [ "$direct" = - ] && [ "$ratio" = n/a ]
+	read -r _ unit direct proxied ratio _ <<<"$(row idle)"
+	[ "$unit" = KiB/conn ]
+	[ "$direct" = - ]
+	[ "$ratio" = n/a ]
 	[[ $proxied =~ ^[0-9]+\.[0-9]$ ]]
-	# Every result went through the run's saved copy too.
+	# The proxy's CPU per unit of work is measured too.
+	read -r _ unit cpu _ <<<"$(grep -A1 '^CPU time' <<<"$output" | tail -n 1)"
+	[ "$unit" = us/msg ]
+	[[ $cpu =~ ^[0-9]+\.[0-9]{2}$ ]]
+	# The table is saved.
 	ls "$BATS_TEST_TMPDIR"/*.txt
 }
