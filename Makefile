@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 60
 WARNINGS = -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wvla
 HARDENING = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
-LDHARDENING = -pie -Wl,-z,relro,-z,now
+LDHARDENING = -static-pie -Wl,-z,relro,-z,now
 PURE_WARNINGS = -Wconversion
 # `make test` and CI add -Werror; a user's plain `make` never fails on a warning.
 ifeq ($(WERROR),1)

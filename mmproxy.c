@@ -819,14 +819,10 @@ static int wait_for_more_header(int fd, int64_t deadline_ms, bool *peer_closed)
 }
 
 /* Take exactly the header's bytes out of the socket; what follows stays for the relay. */
-static int consume_header(int fd, size_t header_len)
+static int consume_header(int fd, uint8_t *buffer, size_t header_len)
 {
-	uint8_t discard[4096];
-
 	while (header_len > 0) {
-		size_t chunk = header_len < sizeof discard ? header_len
-							   : sizeof discard;
-		ssize_t n = recv(fd, discard, chunk, 0);
+		ssize_t n = recv(fd, buffer, header_len, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -847,7 +843,12 @@ static int read_proxy_header(struct connection *conn,
 			     const struct options *opts,
 			     struct proxyhdr *header)
 {
-	uint8_t first_buffer[4096];
+	/*
+	 * Room for any v1 header and for v2 with a few TLVs: a child's
+	 * memory is mostly the stack pages it touches, so bigger headers
+	 * get a heap buffer instead.
+	 */
+	uint8_t first_buffer[640];
 	uint8_t *buffer = first_buffer;
 	size_t capacity = sizeof first_buffer;
 	int64_t deadline_ms = conn->start_ms + opts->header_timeout_ms;
@@ -876,7 +877,7 @@ static int read_proxy_header(struct connection *conn,
 			enum proxyhdr_status status =
 				proxyhdr_parse(buffer, (size_t)n, header, &error);
 			if (status == PROXYHDR_COMPLETE) {
-				result = consume_header(conn->lb_fd,
+				result = consume_header(conn->lb_fd, buffer,
 							header->header_len);
 				conn->end = END_ERROR;
 				break;
@@ -1395,6 +1396,37 @@ static void close_connection(struct connection *conn)
 }
 
 /*
+ * Who is the load balancer? Our accept loop already knows, and made the
+ * socket non-blocking; with a socket from inetd or systemd, ask. Returns 0,
+ * 1 when the peer is already gone (a check that connected and reset at
+ * once, as haproxy's do), or -1 on a system error.
+ */
+static int identify_load_balancer(struct connection *conn,
+				  const struct sockaddr_storage *accepted_peer)
+{
+	socklen_t len = sizeof conn->lb_addr;
+
+	if (accepted_peer != NULL) {
+		conn->lb_addr = *accepted_peer;
+		return 0;
+	}
+	if (getpeername(conn->lb_fd, (struct sockaddr *)&conn->lb_addr, &len) !=
+	    0)
+		return errno == ENOTCONN ? 1 : -1;
+	if (set_nonblocking(conn->lb_fd) != 0 ||
+	    set_int_option(conn->lb_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
+		return errno == ECONNRESET ? 1 : -1;
+	return 0;
+}
+
+/* A check without a client that carried nothing, whoever closed it and how. */
+static bool is_health_check(const struct connection *conn)
+{
+	return (is_normal_end(conn->end) || conn->end == END_CLIENT_RESET) &&
+	       !conn->spoofed && conn->bytes_up == 0 && conn->bytes_down == 0;
+}
+
+/*
  * Handle one connection from a load balancer, from the allow check to the
  * end of the relay. Returns the process exit status: 0 when the job was
  * done (a refusal is a job done), 1 on a system error.
@@ -1407,43 +1439,27 @@ static int handle_connection(int lb_fd,
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
 				  .end = END_ERROR};
 	struct proxyhdr header;
-	socklen_t len = sizeof conn.lb_addr;
+	char lb[ADDRESS_TEXT_SIZE];
 
 	conn.start_ms = monotonic_ms();
-	if (getpeername(lb_fd, (struct sockaddr *)&conn.lb_addr, &len) != 0) {
-		if (errno != ENOTCONN) {
-			log_error("connection on fd %d: %s", lb_fd,
-				  strerror(errno));
-			close(lb_fd);
-			return EXIT_SYSTEM;
-		}
-		/* A check that connected and reset before we looked (haproxy's do). */
-		if (accepted_peer != NULL)
-			conn.lb_addr = *accepted_peer;
-		conn.end = END_HEALTH;
-	} else if (set_nonblocking(lb_fd) != 0) {
+	int identified = identify_load_balancer(&conn, accepted_peer);
+	if (identified < 0) {
 		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
 		close(lb_fd);
 		return EXIT_SYSTEM;
+	}
+	if (identified > 0) {
+		conn.end = END_HEALTH;
 	} else if (allowed != NULL &&
-	    !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
-		char lb[ADDRESS_TEXT_SIZE];
+		   !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
 		log_error("refused lb=%s: not in allowed subnets",
 			  format_address(&conn.lb_addr, lb, sizeof lb));
 		conn.end = END_NOT_ALLOWED;
 	} else if (read_proxy_header(&conn, opts, &header) == 0) {
 		choose_endpoints(&conn, opts, &header);
 		if (connect_backend(&conn, opts) == 0) {
-			set_int_option(lb_fd, IPPROTO_TCP, TCP_NODELAY, 1);
 			relay(&conn);
-			/*
-			 * A check without a client that carried nothing,
-			 * whoever closed it and however (haproxy resets).
-			 */
-			if ((is_normal_end(conn.end) ||
-			     conn.end == END_CLIENT_RESET) &&
-			    !conn.spoofed && conn.bytes_up == 0 &&
-			    conn.bytes_down == 0)
+			if (is_health_check(&conn))
 				conn.end = END_HEALTH;
 		}
 	}
@@ -1548,14 +1564,17 @@ run_connection_child(struct listener *l, int client_fd,
 		     const struct sockaddr_storage *peer,
 		     const struct options *opts, const struct subnets *allowed)
 {
-	sigset_t none;
+	sigset_t only_interrupt;
 
 	close(l->listen_fd);
 	close(l->signal_fd);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* A terminal's ^C is for the listener: connections run to their end. */
-	signal(SIGINT, SIG_IGN);
+	/*
+	 * SIGTERM ends a connection as usual; a terminal's ^C is for the
+	 * listener, so it stays blocked: connections run to their end.
+	 */
+	sigemptyset(&only_interrupt);
+	sigaddset(&only_interrupt, SIGINT);
+	sigprocmask(SIG_SETMASK, &only_interrupt, NULL);
 	_exit(handle_connection(client_fd, peer, opts, allowed));
 }
 
@@ -1571,7 +1590,7 @@ static void accept_connections(struct listener *l, const struct options *opts,
 		struct sockaddr_storage peer;
 		socklen_t peer_len = sizeof peer;
 		int client_fd = accept4(l->listen_fd, (struct sockaddr *)&peer,
-					&peer_len, SOCK_CLOEXEC);
+					&peer_len, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (client_fd < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -1614,7 +1633,9 @@ static int run_listener(struct listener *l, const struct options *opts,
 
 	listener_signal_set(&signals);
 	l->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0)
+	/* Accepted sockets inherit TCP_NODELAY: small messages go at once. */
+	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0 ||
+	    set_int_option(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
 		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
 	for (;;) {
 		int64_t now = monotonic_ms();
