@@ -1783,7 +1783,11 @@ struct udp_flow {
 	struct udp_flow *idle_next;
 };
 
-enum { UDP_BATCH = 32, UDP_BUFFER_SIZE = 65536 };
+enum {
+	UDP_BATCH = 32,
+	UDP_BUFFER_SIZE = 65536,
+	UDP_RECEIVE_BUFFER = 4 << 20,
+};
 
 /* Why datagrams were dropped, counted for the log. */
 enum udp_drop {
@@ -1824,6 +1828,9 @@ struct udp_proxy {
 	struct mmsghdr messages[UDP_BATCH];
 	struct iovec iovecs[UDP_BATCH];
 	struct sockaddr_storage sources[UDP_BATCH];
+	/* Forwarding batch: payloads inside the receive buffers. */
+	struct mmsghdr send_messages[UDP_BATCH];
+	struct iovec send_iovecs[UDP_BATCH];
 };
 
 /* FNV-1a over the parts of an address that identify it. */
@@ -2056,22 +2063,27 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	return flow;
 }
 
-/* One datagram from a load balancer: check, parse, find or open its flow, forward. */
-static void udp_forward(struct udp_proxy *proxy, const uint8_t *datagram,
-			size_t len, const struct sockaddr_storage *lb,
-			int64_t now_ms)
+/*
+ * One datagram from a load balancer: check it, parse its header, find or
+ * open its flow. Returns the flow, with *header_len the bytes before the
+ * payload, or NULL when the datagram is dropped.
+ */
+static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
+				     const uint8_t *datagram, size_t len,
+				     const struct sockaddr_storage *lb,
+				     int64_t now_ms, size_t *header_len)
 {
 	struct proxyhdr header;
 
 	if (proxy->allowed &&
 	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb);
-		return;
+		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
 		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb);
-		return;
+		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
 	if (header.command == PROXYHDR_CMD_PROXY &&
@@ -2079,7 +2091,7 @@ static void udp_forward(struct udp_proxy *proxy, const uint8_t *datagram,
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
 		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb);
-		return;
+		return NULL;
 	}
 	struct sockaddr_storage client = {.ss_family = AF_UNSPEC};
 	if (header.command == PROXYHDR_CMD_PROXY &&
@@ -2090,14 +2102,34 @@ static void udp_forward(struct udp_proxy *proxy, const uint8_t *datagram,
 	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
 	if (flow == NULL)
 		flow = udp_open_flow(proxy, lb, &header, now_ms);
-	if (flow == NULL)
-		return;
-	udp_touch_flow(proxy, flow, now_ms);
-	/* A send error (ECONNREFUSED from an earlier ICMP) is the application's business. */
-	if (send(flow->fd, datagram + header.header_len,
-		 len - header.header_len, 0) < 0 &&
-	    errno != EAGAIN && errno != ECONNREFUSED)
-		log_error("udp send to the target: %s", strerror(errno));
+	if (flow != NULL) {
+		udp_touch_flow(proxy, flow, now_ms);
+		*header_len = header.header_len;
+	}
+	return flow;
+}
+
+/* Send the payloads gathered for one flow with one system call. */
+static void udp_send_payloads(struct udp_flow *flow, struct mmsghdr *messages,
+			      unsigned count)
+{
+	unsigned sent = 0;
+
+	while (sent < count) {
+		int n = sendmmsg(flow->fd, messages + sent, count - sent, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* ECONNREFUSED: an earlier datagram found no listener. */
+			if (errno != EAGAIN && errno != ECONNREFUSED)
+				log_error("udp send to the target: %s",
+					  strerror(errno));
+			/* This datagram is lost, as UDP allows; not the rest. */
+			sent++;
+			continue;
+		}
+		sent += (unsigned)n;
+	}
 }
 
 static void udp_setup_batch(struct udp_proxy *proxy, bool with_sources)
@@ -2118,6 +2150,43 @@ static void udp_setup_batch(struct udp_proxy *proxy, bool with_sources)
 	}
 }
 
+/*
+ * Forward a received batch: runs of datagrams for the same flow (a busy
+ * client) leave in one sendmmsg().
+ */
+static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
+{
+	struct udp_flow *run_flow = NULL;
+	unsigned run_length = 0;
+	int64_t now_ms = monotonic_ms();
+
+	for (unsigned i = 0; i < count; i++) {
+		uint8_t *datagram = proxy->iovecs[i].iov_base;
+		size_t len = proxy->messages[i].msg_len, header_len = 0;
+		struct udp_flow *flow = udp_flow_for(
+			proxy, datagram, len, &proxy->sources[i], now_ms,
+			&header_len);
+		if (flow != run_flow && run_length > 0) {
+			udp_send_payloads(run_flow, proxy->send_messages,
+					  run_length);
+			run_length = 0;
+		}
+		run_flow = flow;
+		if (flow == NULL)
+			continue;
+		struct iovec *payload = &proxy->send_iovecs[run_length];
+		payload->iov_base = datagram + header_len;
+		payload->iov_len = len - header_len;
+		struct msghdr *msg = &proxy->send_messages[run_length].msg_hdr;
+		memset(msg, 0, sizeof *msg);
+		msg->msg_iov = payload;
+		msg->msg_iovlen = 1;
+		run_length++;
+	}
+	if (run_length > 0)
+		udp_send_payloads(run_flow, proxy->send_messages, run_length);
+}
+
 static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 {
 	for (;;) {
@@ -2129,11 +2198,7 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 				log_error("udp recvmmsg: %s", strerror(errno));
 			return;
 		}
-		int64_t now_ms = monotonic_ms();
-		for (int i = 0; i < count; i++)
-			udp_forward(proxy, proxy->iovecs[i].iov_base,
-				    proxy->messages[i].msg_len,
-				    &proxy->sources[i], now_ms);
+		udp_forward_batch(proxy, (unsigned)count);
 		if (count < UDP_BATCH)
 			return;
 	}
@@ -2200,6 +2265,15 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 	if (proxy->signal_fd < 0 || proxy->epoll_fd < 0 ||
 	    set_nonblocking(listen_fd) != 0)
 		return -1;
+	/*
+	 * Bursts from every client arrive on this one socket; the default
+	 * buffer overflows long before the loop falls behind on average.
+	 * SO_RCVBUFFORCE passes net.core.rmem_max with CAP_NET_ADMIN.
+	 */
+	if (set_int_option(listen_fd, SOL_SOCKET, SO_RCVBUFFORCE,
+			   UDP_RECEIVE_BUFFER) != 0)
+		set_int_option(listen_fd, SOL_SOCKET, SO_RCVBUF,
+			       UDP_RECEIVE_BUFFER);
 	/* data.ptr NULL marks the listening socket, the proxy itself the signals. */
 	struct epoll_event listen_event = {.events = EPOLLIN, .data.ptr = NULL};
 	struct epoll_event signal_event = {.events = EPOLLIN, .data.ptr = proxy};
