@@ -1125,11 +1125,12 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 /* ---- relay -------------------------------------------------------------- */
 
 /*
- * One direction of the relay. Small messages go through a one-page buffer
+ * One direction of the relay. Small messages go through a small buffer
  * with read()/send(): for them that is cheaper than splice(), and a
  * connection that never carries bulk never creates a pipe. Once a read
  * fills the buffer, the direction switches to splice() through a pipe, so
- * bulk bytes are never copied to user space.
+ * bulk bytes are never copied to user space. Both directions' buffers fit
+ * in one page: an idle connection's memory is mostly its stack pages.
  *
  * We read only when the buffer or pipe is empty: a pipe counts its room in
  * slots, not bytes, so "not full" cannot be known in advance, and a splice
@@ -1147,7 +1148,7 @@ struct relay_direction {
 	bool reset;         /* one side failed: reset both */
 	bool reset_by_from; /* the failure was on from_fd's side */
 	uint64_t bytes;
-	uint8_t buffer[4096];
+	uint8_t buffer[1024];
 };
 
 enum { SPLICE_CHUNK = 65536 };
@@ -1669,11 +1670,18 @@ static int run_standalone(const struct options *opts,
 			  const struct subnets *allowed)
 {
 	unsigned count = opts->listeners;
-	int fds[256];
-	pid_t pids[256];
 	unsigned per_listener_cap =
 		(opts->max_connections + count - 1) / count;
+	/*
+	 * On the heap, not the stack: every stack page the accept loop
+	 * writes after a fork becomes a private copy in that child.
+	 */
+	int *fds = calloc(count, sizeof *fds);
+	pid_t *pids = calloc(count, sizeof *pids);
+	int status;
 
+	if (fds == NULL || pids == NULL)
+		die(EXIT_SYSTEM, "calloc: %s", strerror(errno));
 	for (unsigned i = 0; i < count; i++)
 		fds[i] = open_listener(opts, count > 1);
 	for (unsigned i = 1; i < count; i++) {
@@ -1689,7 +1697,10 @@ static int run_standalone(const struct options *opts,
 			struct listener sibling = {.listen_fd = fds[i],
 						   .max_children =
 							   per_listener_cap};
-			return run_listener(&sibling, opts, allowed);
+			status = run_listener(&sibling, opts, allowed);
+			free(fds);
+			free(pids);
+			return status;
 		}
 	}
 	for (unsigned i = 1; i < count; i++)
@@ -1698,7 +1709,10 @@ static int run_standalone(const struct options *opts,
 				 .max_children = per_listener_cap,
 				 .sibling_pids = pids,
 				 .sibling_count = count - 1};
-	return run_listener(&first, opts, allowed);
+	status = run_listener(&first, opts, allowed);
+	free(fds);
+	free(pids);
+	return status;
 }
 
 /* ---- launch modes: inetd and systemd socket activation ------------------ */
