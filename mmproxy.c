@@ -10,8 +10,10 @@
  * One process per connection: a small accept loop forks, or inetd/systemd
  * hand us the connection on fd 0 or fd 3. UDP is a separate long-lived mode.
  *
- * The file follows the data: options, logging, launch modes, then the life of
- * one connection (allow, header, spoofed connect, relay), then UDP.
+ * The file follows the data: logging and options; the life of one
+ * connection (allow, header, spoofed connect, relay); the launch modes that
+ * start connections (accept loop, inetd, socket activation); the UDP mode;
+ * and main(), which picks the mode.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
