@@ -65,11 +65,14 @@ tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c 
 tests/fuzz/fuzz_proxyhdr: tests/fuzz/fuzz_proxyhdr.c proxyhdr.c proxyhdr.h
 	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ tests/fuzz/fuzz_proxyhdr.c proxyhdr.c
 
-tests/helpers/%: tests/helpers/%.c proxyhdr.c proxyhdr.h
-	$(CC) $(ALL_CFLAGS) -I. -o $@ $< proxyhdr.c $(ALL_LDFLAGS)
+# The test and benchmark tools share tests/helpers/toolkit.c.
+TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
 
-tests/bench/%: tests/bench/%.c proxyhdr.c proxyhdr.h
-	$(CC) $(ALL_CFLAGS) -I. -o $@ $< proxyhdr.c $(ALL_LDFLAGS)
+tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
+	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
+
+tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
+	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
 
 test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr $(HELPERS) $(BENCH)
 

@@ -20,15 +20,15 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "toolkit.h"
 
 #define ECHO_BUF_LEN	  65536
 #define SINK_BUF_LEN	  (256 * 1024)
@@ -74,87 +74,48 @@ struct udp_state {
 static int epoll_fd;
 static uint8_t sink_buf[SINK_BUF_LEN];
 
-static void die(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("echo: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("echo: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: echo [--echo ADDR:PORT] [--sink ADDR:PORT] "
-	      "[--udp ADDR:PORT]\n",
-	      stderr);
-	exit(2);
-}
+const char toolkit_program_name[] = "echo";
+const char toolkit_synopsis[] =
+    "usage: echo [--echo ADDR:PORT] [--sink ADDR:PORT] [--udp ADDR:PORT]\n";
 
 static void parse_ipv4_port(const char *option, const char *text,
 			    struct sockaddr_in *out)
 {
 	char host[INET_ADDRSTRLEN];
 	const char *colon = strrchr(text, ':');
-	unsigned long port;
+	uint64_t port;
 	size_t host_len;
-	char *end;
 
 	if (colon == NULL || (size_t)(colon - text) >= sizeof(host))
-		usage_error("%s \"%s\": expected IPV4ADDR:PORT", option, text);
+		toolkit_usage_error("%s \"%s\": expected IPV4ADDR:PORT", option,
+				    text);
 	host_len = (size_t)(colon - text);
 	memcpy(host, text, host_len);
 	host[host_len] = '\0';
 	memset(out, 0, sizeof(*out));
 	out->sin_family = AF_INET;
 	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
-		usage_error("%s \"%s\": not an IPv4 address", option, text);
-	errno = 0;
-	port = strtoul(colon + 1, &end, 10);
-	if (errno != 0 || end == colon + 1 || *end != '\0' || port < 1 ||
-	    port > 65535)
-		usage_error("%s \"%s\": port not 1-65535", option, text);
+		toolkit_usage_error("%s \"%s\": not an IPv4 address", option,
+				    text);
+	if (toolkit_parse_number(colon + 1, 1, 65535, &port) < 0)
+		toolkit_usage_error("%s \"%s\": port not 1-65535", option,
+				    text);
 	out->sin_port = htons((uint16_t)port);
 }
 
 static void watch(struct endpoint *endpoint, uint32_t events, int op)
 {
-	struct epoll_event event = {.events = events, .data.ptr = endpoint};
-
-	if (epoll_ctl(epoll_fd, op, endpoint->fd, &event) < 0)
-		die("epoll_ctl: %s", strerror(errno));
+	toolkit_epoll_ctl(epoll_fd, op, endpoint->fd, events,
+			  (epoll_data_t){.ptr = endpoint});
 }
 
 static int open_socket(const char *option, const char *text, int type)
 {
 	struct sockaddr_in addr;
-	int one = 1;
-	int fd;
 
 	parse_ipv4_port(option, text, &addr);
-	fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket: %s", strerror(errno));
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-		die("setsockopt SO_REUSEADDR: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-		die("bind %s: %s", text, strerror(errno));
-	if (type == SOCK_STREAM && listen(fd, 4096) < 0)
-		die("listen %s: %s", text, strerror(errno));
-	return fd;
+	return toolkit_listen_socket(text, (struct sockaddr *)&addr,
+				     sizeof(addr), type);
 }
 
 /* ---- TCP */
@@ -178,22 +139,21 @@ static void accept_connections(struct endpoint *listener)
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
-				fprintf(stderr, "echo: accept: %s\n",
-					strerror(errno));
+				toolkit_warn("accept: %s", strerror(errno));
 			return;
 		}
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 				 sizeof(one));
 		conn = calloc(1, sizeof(*conn));
 		if (conn == NULL)
-			die("out of memory");
+			toolkit_die(1, "out of memory");
 		conn->endpoint.kind = KIND_CONN;
 		conn->endpoint.fd = fd;
 		conn->is_sink = listener->kind == KIND_SINK_LISTENER;
 		if (!conn->is_sink) {
 			conn->buf = malloc(ECHO_BUF_LEN);
 			if (conn->buf == NULL)
-				die("out of memory");
+				toolkit_die(1, "out of memory");
 		}
 		watch(&conn->endpoint, EPOLLIN, EPOLL_CTL_ADD);
 	}
@@ -336,17 +296,6 @@ static void udp_event(struct udp_state *udp)
 
 /* ---- main */
 
-static void raise_fd_limit(void)
-{
-	struct rlimit limit;
-
-	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
-	    limit.rlim_cur < limit.rlim_max) {
-		limit.rlim_cur = limit.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &limit);
-	}
-}
-
 static void add_listener(const char *option, const char *text,
 			 enum endpoint_kind kind)
 {
@@ -357,7 +306,7 @@ static void add_listener(const char *option, const char *text,
 		int size = 4 << 20;
 
 		if (udp == NULL)
-			die("out of memory");
+			toolkit_die(1, "out of memory");
 		endpoint = &udp->endpoint;
 		endpoint->fd = open_socket(option, text, SOCK_DGRAM);
 		/* A big receive buffer, so the backend drops as little as
@@ -367,7 +316,7 @@ static void add_listener(const char *option, const char *text,
 	} else {
 		endpoint = calloc(1, sizeof(*endpoint));
 		if (endpoint == NULL)
-			die("out of memory");
+			toolkit_die(1, "out of memory");
 		endpoint->fd = open_socket(option, text, SOCK_STREAM);
 	}
 	endpoint->kind = kind;
@@ -380,10 +329,8 @@ int main(int argc, char **argv)
 	int i, n, have_any = 0;
 
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
-	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (epoll_fd < 0)
-		die("epoll_create1: %s", strerror(errno));
+	toolkit_raise_fd_limit();
+	epoll_fd = toolkit_epoll_create();
 	for (i = 1; i < argc; i++) {
 		enum endpoint_kind kind;
 
@@ -394,22 +341,17 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--udp") == 0)
 			kind = KIND_UDP;
 		else
-			usage_error("unknown argument \"%s\"", argv[i]);
+			toolkit_usage_error("unknown argument \"%s\"", argv[i]);
 		if (i + 1 >= argc)
-			usage_error("%s needs ADDR:PORT", argv[i]);
+			toolkit_usage_error("%s needs ADDR:PORT", argv[i]);
 		add_listener(argv[i], argv[i + 1], kind);
 		have_any = 1;
 		i++;
 	}
 	if (!have_any)
-		usage_error("nothing to serve");
+		toolkit_usage_error("nothing to serve");
 	for (;;) {
-		n = epoll_wait(epoll_fd, events, MAX_EVENTS, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die("epoll_wait: %s", strerror(errno));
-		}
+		n = toolkit_epoll_wait(epoll_fd, events, MAX_EVENTS, -1);
 		for (i = 0; i < n; i++) {
 			struct endpoint *endpoint = events[i].data.ptr;
 

@@ -22,19 +22,18 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proxyhdr.h"
+#include "toolkit.h"
 
 #define CHUNK_LEN      65536
 #define MAX_CONNECTING 128 /* connects in flight while opening many */
@@ -126,38 +125,13 @@ struct run {
 
 /* ---- helpers */
 
-static void die(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("loadgen: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("loadgen: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: loadgen SCENARIO -t ADDR:PORT [-c CONNS] [-s SIZE] "
-	      "[-d SECONDS] [-p none|v1|v2] [--src-start N] "
-	      "[--setup-timeout SECONDS]\n"
-	      "scenarios: pingpong bulk-echo bulk-oneway connrate idle "
-	      "udp-oneway udp-rr\n",
-	      stderr);
-	exit(2);
-}
+const char toolkit_program_name[] = "loadgen";
+const char toolkit_synopsis[] =
+    "usage: loadgen SCENARIO -t ADDR:PORT [-c CONNS] [-s SIZE] "
+    "[-d SECONDS] [-p none|v1|v2] [--src-start N] "
+    "[--setup-timeout SECONDS]\n"
+    "scenarios: pingpong bulk-echo bulk-oneway connrate idle "
+    "udp-oneway udp-rr\n";
 
 static double now_s(void)
 {
@@ -171,15 +145,11 @@ static unsigned long long parse_number(const char *option, const char *text,
 				       unsigned long long min,
 				       unsigned long long max)
 {
-	char *end;
-	unsigned long long value;
+	uint64_t value;
 
-	errno = 0;
-	value = strtoull(text, &end, 10);
-	if (errno != 0 || end == text || *end != '\0' || text[0] == '-' ||
-	    value < min || value > max)
-		usage_error("%s \"%s\": not a number %llu-%llu", option, text,
-			    min, max);
+	if (toolkit_parse_number(text, min, max, &value) < 0)
+		toolkit_usage_error("%s \"%s\": not a number %llu-%llu", option,
+				    text, min, max);
 	return value;
 }
 
@@ -192,8 +162,8 @@ static double parse_seconds(const char *option, const char *text)
 	value = strtod(text, &end);
 	if (errno != 0 || end == text || *end != '\0' || !(value > 0) ||
 	    value > 86400)
-		usage_error("%s \"%s\": not a duration in seconds", option,
-			    text);
+		toolkit_usage_error("%s \"%s\": not a duration in seconds",
+				    option, text);
 	return value;
 }
 
@@ -204,16 +174,16 @@ static void parse_ipv4_port(const char *text, struct sockaddr_in *out)
 	size_t host_len;
 
 	if (colon == NULL)
-		usage_error("-t \"%s\": expected ADDR:PORT", text);
+		toolkit_usage_error("-t \"%s\": expected ADDR:PORT", text);
 	host_len = (size_t)(colon - text);
 	if (host_len >= sizeof(host))
-		usage_error("-t \"%s\": address too long", text);
+		toolkit_usage_error("-t \"%s\": address too long", text);
 	memcpy(host, text, host_len);
 	host[host_len] = '\0';
 	memset(out, 0, sizeof(*out));
 	out->sin_family = AF_INET;
 	if (inet_pton(AF_INET, host, &out->sin_addr) != 1)
-		usage_error("-t \"%s\": not an IPv4 address", text);
+		toolkit_usage_error("-t \"%s\": not an IPv4 address", text);
 	out->sin_port =
 	    htons((uint16_t)parse_number("-t port", colon + 1, 1, 65535));
 }
@@ -250,20 +220,9 @@ static size_t build_header(struct run *run, uint8_t *out, size_t capacity,
 		    (const struct sockaddr *)&run->options->target_addr, NULL,
 		    0, 0);
 	if (len == 0)
-		die("cannot build a PROXY v%d header",
-		    run->options->proxy_version);
+		toolkit_die(1, "cannot build a PROXY v%d header",
+			    run->options->proxy_version);
 	return len;
-}
-
-static void raise_fd_limit(void)
-{
-	struct rlimit limit;
-
-	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
-	    limit.rlim_cur < limit.rlim_max) {
-		limit.rlim_cur = limit.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &limit);
-	}
 }
 
 static uint64_t epoll_data_for(const struct run *run, const struct conn *conn)
@@ -273,13 +232,10 @@ static uint64_t epoll_data_for(const struct run *run, const struct conn *conn)
 
 static void set_events(struct run *run, struct conn *conn, uint32_t events)
 {
-	struct epoll_event event = {.events = events};
-
 	if (conn->events == events)
 		return;
-	event.data.u64 = epoll_data_for(run, conn);
-	if (epoll_ctl(run->epoll_fd, EPOLL_CTL_MOD, conn->fd, &event) < 0)
-		die("epoll_ctl: %s", strerror(errno));
+	toolkit_epoll_ctl(run->epoll_fd, EPOLL_CTL_MOD, conn->fd, events,
+			  (epoll_data_t){.u64 = epoll_data_for(run, conn)});
 	conn->events = events;
 }
 
@@ -303,7 +259,9 @@ static void advance_phase(struct run *run, double now)
 
 	if (run->phase == PHASE_SETUP &&
 	    now - run->phase_started_at > options->setup_timeout_s)
-		die("setup timed out after %.1f s: %u of %u connections ready "
+		toolkit_die(
+		    1,
+		    "setup timed out after %.1f s: %u of %u connections ready "
 		    "(%llu errors)",
 		    options->setup_timeout_s, run->ready_count, options->conns,
 		    (unsigned long long)run->errors);
@@ -326,15 +284,14 @@ static void conn_failed(struct run *run, struct conn *conn, const char *what,
 
 static void conn_open(struct run *run, struct conn *conn)
 {
-	struct epoll_event event = {.events = EPOLLOUT};
 	int one = 1;
 	int fd;
 
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		die("socket: %s", strerror(errno));
+		toolkit_die(1, "socket: %s", strerror(errno));
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		die("setsockopt TCP_NODELAY: %s", strerror(errno));
+		toolkit_die(1, "setsockopt TCP_NODELAY: %s", strerror(errno));
 	conn->fd = fd;
 	conn->generation++;
 	conn->state = CONN_CONNECTING;
@@ -346,9 +303,8 @@ static void conn_open(struct run *run, struct conn *conn)
 	conn->message_received = 0;
 	run->open_count++;
 	run->connecting_count++;
-	event.data.u64 = epoll_data_for(run, conn);
-	if (epoll_ctl(run->epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0)
-		die("epoll_ctl: %s", strerror(errno));
+	toolkit_epoll_ctl(run->epoll_fd, EPOLL_CTL_ADD, fd, EPOLLOUT,
+			  (epoll_data_t){.u64 = epoll_data_for(run, conn)});
 	if (connect(fd, (const struct sockaddr *)&run->options->target_addr,
 		    sizeof(run->options->target_addr)) < 0 &&
 	    errno != EINPROGRESS)
@@ -378,11 +334,11 @@ static void conn_failed(struct run *run, struct conn *conn, const char *what,
 
 	run->errors++;
 	if (run->options->scenario != SCENARIO_CONNRATE)
-		die("connection %u: %s: %s", index, what,
-		    error ? strerror(error) : "closed by peer");
+		toolkit_die(1, "connection %u: %s: %s", index, what,
+			    error ? strerror(error) : "closed by peer");
 	if (run->errors <= 5)
-		fprintf(stderr, "loadgen: connection %u: %s: %s\n", index, what,
-			error ? strerror(error) : "closed by peer");
+		toolkit_warn("connection %u: %s: %s", index, what,
+			     error ? strerror(error) : "closed by peer");
 	conn_close(run, conn); /* open_more() replaces it */
 }
 
@@ -629,7 +585,7 @@ static void run_tcp(struct run *run)
 
 	run->conns = calloc(options->conns, sizeof(*run->conns));
 	if (run->conns == NULL)
-		die("out of memory");
+		toolkit_die(1, "out of memory");
 	for (i = 0; i < (int)options->conns; i++)
 		run->conns[i].fd = -1;
 	run->phase = PHASE_SETUP;
@@ -640,12 +596,7 @@ static void run_tcp(struct run *run)
 	maybe_end_setup(run, now);
 
 	while (run->phase != PHASE_DONE) {
-		n = epoll_wait(run->epoll_fd, events, MAX_EVENTS, 10);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die("epoll_wait: %s", strerror(errno));
-		}
+		n = toolkit_epoll_wait(run->epoll_fd, events, MAX_EVENTS, 10);
 		now = now_s();
 		for (i = 0; i < n; i++) {
 			uint32_t index = (uint32_t)(events[i].data.u64 >> 32);
@@ -668,8 +619,8 @@ static void run_tcp(struct run *run)
 	}
 	now = now_s();
 	if (run->errors)
-		fprintf(stderr, "loadgen: %llu connection errors\n",
-			(unsigned long long)run->errors);
+		toolkit_warn("%llu connection errors",
+			     (unsigned long long)run->errors);
 	if (is_bulk(run))
 		printf("RESULT %.1f MB/s\n",
 		       (double)run->bytes / 1e6 /
@@ -711,7 +662,7 @@ static void udp_send(struct udp_flow *flow, const void *payload, size_t len)
 
 	if (sendmsg(flow->fd, &msg, 0) < 0 && errno != EAGAIN &&
 	    errno != ENOBUFS && errno != ECONNREFUSED && errno != EINTR)
-		die("send: %s", strerror(errno));
+		toolkit_die(1, "send: %s", strerror(errno));
 }
 
 static void set_receive_timeout(int fd, long usec)
@@ -720,7 +671,7 @@ static void set_receive_timeout(int fd, long usec)
 			     .tv_usec = usec % 1000000};
 
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
-		die("setsockopt SO_RCVTIMEO: %s", strerror(errno));
+		toolkit_die(1, "setsockopt SO_RCVTIMEO: %s", strerror(errno));
 }
 
 /* Sends request on flow until a reply starting with expect arrives. */
@@ -751,7 +702,7 @@ static void udp_request(struct udp_flow *flow, const char *request,
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			usleep((useconds_t)(UDP_RETRY_S * 1e6));
 	}
-	die("no reply to \"%s\" within %.1f s", request, timeout_s);
+	toolkit_die(1, "no reply to \"%s\" within %.1f s", request, timeout_s);
 }
 
 static void udp_open_flows(struct run *run, struct udp_flow *flows)
@@ -764,11 +715,11 @@ static void udp_open_flows(struct run *run, struct udp_flow *flows)
 
 		flow->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 		if (flow->fd < 0)
-			die("socket: %s", strerror(errno));
+			toolkit_die(1, "socket: %s", strerror(errno));
 		if (connect(flow->fd,
 			    (const struct sockaddr *)&run->options->target_addr,
 			    sizeof(run->options->target_addr)) < 0)
-			die("connect: %s", strerror(errno));
+			toolkit_die(1, "connect: %s", strerror(errno));
 		flow->header_len =
 		    build_header(run, flow->header, sizeof(flow->header),
 				 PROXYHDR_TRANSPORT_DGRAM);
@@ -810,7 +761,7 @@ static void run_udp_oneway(struct run *run, struct udp_flow *flows)
 				sent += (uint64_t)n;
 			else if (errno != EAGAIN && errno != ENOBUFS &&
 				 errno != ECONNREFUSED && errno != EINTR)
-				die("sendmmsg: %s", strerror(errno));
+				toolkit_die(1, "sendmmsg: %s", strerror(errno));
 		}
 		elapsed = now_s() - started_at;
 	} while (elapsed < options->seconds);
@@ -818,10 +769,10 @@ static void run_udp_oneway(struct run *run, struct udp_flow *flows)
 	usleep(50000);
 	udp_request(&flows[0], "!stat", "!stat ", reply, sizeof(reply), 5);
 	if (sscanf(reply, "!stat %llu %llu", &count, &bytes) != 2)
-		die("bad stat reply \"%s\"", reply);
-	fprintf(stderr, "loadgen: sent %llu datagrams, %llu arrived (%.1f%%)\n",
-		(unsigned long long)sent, count,
-		sent ? 100.0 * (double)count / (double)sent : 0.0);
+		toolkit_die(1, "bad stat reply \"%s\"", reply);
+	toolkit_warn("sent %llu datagrams, %llu arrived (%.1f%%)",
+		     (unsigned long long)sent, count,
+		     sent ? 100.0 * (double)count / (double)sent : 0.0);
 	printf("RESULT %.0f dgram/s\n", (double)count / elapsed);
 }
 
@@ -839,7 +790,7 @@ static void udp_rr_send(struct run *run, struct udp_flow *flow, double now)
 	memcpy(flow->tag + 1, &flow->sequence, sizeof(flow->sequence));
 	if (sendmsg(flow->fd, &msg, 0) < 0 && errno != EAGAIN &&
 	    errno != ENOBUFS && errno != ECONNREFUSED && errno != EINTR)
-		die("send: %s", strerror(errno));
+		toolkit_die(1, "send: %s", strerror(errno));
 	flow->sent_at = now;
 }
 
@@ -868,24 +819,17 @@ static void run_udp_rr(struct run *run, struct udp_flow *flows)
 	int n, k;
 
 	if (options->size < UDP_TAG_LEN)
-		usage_error("-s: udp-rr needs at least %d bytes", UDP_TAG_LEN);
+		toolkit_usage_error("-s: udp-rr needs at least %d bytes",
+				    UDP_TAG_LEN);
 	for (i = 0; i < options->conns; i++) {
-		struct epoll_event event = {.events = EPOLLIN, .data.u32 = i};
-
-		if (epoll_ctl(run->epoll_fd, EPOLL_CTL_ADD, flows[i].fd,
-			      &event) < 0)
-			die("epoll_ctl: %s", strerror(errno));
+		toolkit_epoll_ctl(run->epoll_fd, EPOLL_CTL_ADD, flows[i].fd,
+				  EPOLLIN, (epoll_data_t){.u32 = i});
 		udp_rr_send(run, &flows[i], now);
 	}
 	run->phase = PHASE_WARMUP;
 	run->phase_started_at = now;
 	while (run->phase != PHASE_DONE) {
-		n = epoll_wait(run->epoll_fd, events, MAX_EVENTS, 10);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die("epoll_wait: %s", strerror(errno));
-		}
+		n = toolkit_epoll_wait(run->epoll_fd, events, MAX_EVENTS, 10);
 		now = now_s();
 		for (k = 0; k < n; k++)
 			udp_rr_receive(run, &flows[events[k].data.u32], now);
@@ -897,8 +841,8 @@ static void run_udp_rr(struct run *run, struct udp_flow *flows)
 		advance_phase(run, now);
 	}
 	if (run->retries)
-		fprintf(stderr, "loadgen: %llu requests resent after a loss\n",
-			(unsigned long long)run->retries);
+		toolkit_warn("%llu requests resent after a loss",
+			     (unsigned long long)run->retries);
 	printf("RESULT %.0f rt/s\n",
 	       (double)run->count / (now - run->measure_started_at));
 }
@@ -908,10 +852,10 @@ static void run_udp(struct run *run)
 	struct udp_flow *flows;
 
 	if (run->options->size > 65000)
-		usage_error("-s: a UDP payload is at most 65000 bytes");
+		toolkit_usage_error("-s: a UDP payload is at most 65000 bytes");
 	flows = calloc(run->options->conns, sizeof(*flows));
 	if (flows == NULL)
-		die("out of memory");
+		toolkit_die(1, "out of memory");
 	udp_open_flows(run, flows);
 	if (run->options->scenario == SCENARIO_UDP_ONEWAY)
 		run_udp_oneway(run, flows);
@@ -970,7 +914,7 @@ static void parse_options(int argc, char **argv, struct options *options)
 			else if (strcmp(optarg, "v2") == 0)
 				options->proxy_version = 2;
 			else
-				usage_error(
+				toolkit_usage_error(
 				    "-p \"%s\": expected none, v1 or v2",
 				    optarg);
 			break;
@@ -983,20 +927,20 @@ static void parse_options(int argc, char **argv, struct options *options)
 			    parse_seconds("--setup-timeout", optarg);
 			break;
 		default:
-			usage_error("unknown option");
+			toolkit_usage_error("unknown option");
 		}
 	}
 	if (optind != argc - 1)
-		usage_error("expected one SCENARIO");
+		toolkit_usage_error("expected one SCENARIO");
 	for (i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)
 		if (strcmp(argv[optind], scenarios[i].name) == 0)
 			break;
 	if (i == sizeof(scenarios) / sizeof(scenarios[0]))
-		usage_error("unknown scenario \"%s\"", argv[optind]);
+		toolkit_usage_error("unknown scenario \"%s\"", argv[optind]);
 	options->scenario_index = i;
 	options->scenario = scenarios[i].scenario;
 	if (!have_target)
-		usage_error("-t ADDR:PORT is required");
+		toolkit_usage_error("-t ADDR:PORT is required");
 	if (!have_conns)
 		options->conns = scenarios[i].default_conns;
 	if (!have_size)
@@ -1004,7 +948,7 @@ static void parse_options(int argc, char **argv, struct options *options)
 	if (options->proxy_version == 1 &&
 	    (options->scenario == SCENARIO_UDP_ONEWAY ||
 	     options->scenario == SCENARIO_UDP_RR))
-		usage_error("-p v1: UDP needs a v2 header");
+		toolkit_usage_error("-p v1: UDP needs a v2 header");
 }
 
 int main(int argc, char **argv)
@@ -1014,7 +958,7 @@ int main(int argc, char **argv)
 
 	parse_options(argc, argv, &options);
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
+	toolkit_raise_fd_limit();
 	memset(&run, 0, sizeof(run));
 	run.options = &options;
 	run.next_src = options.src_start;
@@ -1027,11 +971,9 @@ int main(int argc, char **argv)
 	run.message = malloc(CHUNK_LEN);
 	run.receive_buf = malloc(CHUNK_LEN);
 	if (run.message == NULL || run.receive_buf == NULL)
-		die("out of memory");
+		toolkit_die(1, "out of memory");
 	memset(run.message, 'x', CHUNK_LEN);
-	run.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (run.epoll_fd < 0)
-		die("epoll_create1: %s", strerror(errno));
+	run.epoll_fd = toolkit_epoll_create();
 	if (options.scenario == SCENARIO_UDP_ONEWAY ||
 	    options.scenario == SCENARIO_UDP_RR)
 		run_udp(&run);

@@ -42,11 +42,9 @@
  * hard limit). Exit status 2: bad usage; 1: a listening socket failed.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -54,9 +52,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "toolkit.h"
 
 #define MAX_LISTENERS 32
 #define BUFFER_SIZE   65536
@@ -108,119 +107,14 @@ static int log_fd = -1;
 static int accept_log_fd = -1;
 static int epoll_fd = -1;
 
-static void die(int status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3), noreturn));
-static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("backend: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
-}
-
-/* ---- checksums and the deterministic stream (same as ppclient.c) */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-		crc_table[i] = c;
-	}
-}
-
-/* Incremental CRC-32: start with 0, feed every chunk in order. */
-static uint32_t crc_update(uint32_t crc, const unsigned char *data, size_t len)
-{
-	crc = ~crc;
-	for (size_t i = 0; i < len; i++)
-		crc = crc_table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-	return ~crc;
-}
-
-static void stream_fill(uint64_t *state, unsigned char *out, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		*state = *state * 6364136223846793005u + 1442695040888963407u;
-		out[i] = (unsigned char)(*state >> 56);
-	}
-}
+const char toolkit_program_name[] = "backend";
+const char toolkit_synopsis[] =
+    "usage: backend [-t ADDR:PORT]... [-u ADDR:PORT]... -o LOGFILE "
+    "[-A ACCEPTLOG]\n"
+    "               [-m echo|sink|close|hold] [-r TEXT] [-R BYTES] "
+    "[-S SEED]\n";
 
 /* ---- addresses */
-
-static int parse_address(const char *text, struct sockaddr_storage *out,
-			 socklen_t *out_len)
-{
-	char host[128];
-	const char *port_text;
-	char *end;
-	unsigned long port;
-
-	memset(out, 0, sizeof(*out));
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-		if (!close || close[1] != ':' ||
-		    (size_t)(close - text - 1) >= sizeof(host))
-			return -1;
-		memcpy(host, text + 1, (size_t)(close - text - 1));
-		host[close - text - 1] = '\0';
-		port_text = close + 2;
-	} else {
-		const char *colon = strrchr(text, ':');
-		if (!colon || (size_t)(colon - text) >= sizeof(host))
-			return -1;
-		memcpy(host, text, (size_t)(colon - text));
-		host[colon - text] = '\0';
-		port_text = colon + 1;
-	}
-	errno = 0;
-	port = strtoul(port_text, &end, 10);
-	if (errno || *port_text == '\0' || *end != '\0' || port > 65535)
-		return -1;
-	struct sockaddr_in *sin = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*out_len = sizeof(*sin);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*out_len = sizeof(*sin6);
-		return 0;
-	}
-	return -1;
-}
-
-static void format_address(const struct sockaddr_storage *address, char *out,
-			   size_t capacity)
-{
-	char host[INET6_ADDRSTRLEN];
-
-	if (address->ss_family == AF_INET) {
-		const struct sockaddr_in *sin =
-		    (const struct sockaddr_in *)address;
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		snprintf(out, capacity, "%s:%u", host, ntohs(sin->sin_port));
-	} else if (address->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 =
-		    (const struct sockaddr_in6 *)address;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		snprintf(out, capacity, "[%s]:%u", host,
-			 ntohs(sin6->sin6_port));
-	} else {
-		snprintf(out, capacity, "unknown");
-	}
-}
 
 static void format_local(int fd, char *out, size_t capacity)
 {
@@ -229,7 +123,7 @@ static void format_local(int fd, char *out, size_t capacity)
 
 	if (getsockname(fd, (struct sockaddr *)&address, &len) < 0)
 		address.ss_family = AF_UNSPEC;
-	format_address(&address, out, capacity);
+	toolkit_format_address(&address, out, capacity);
 }
 
 /* ---- logging: one write per line on an O_APPEND file */
@@ -260,7 +154,7 @@ static int open_log(const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
-		die(2, "%s: %s", path, strerror(errno));
+		toolkit_die(2, "%s: %s", path, strerror(errno));
 	return fd;
 }
 
@@ -282,19 +176,25 @@ static void connection_end(struct connection *connection, const char *reason)
 static void connection_set_events(struct connection *connection,
 				  uint32_t events)
 {
-	struct epoll_event event = {.events = events, .data.ptr = connection};
-
 	if (events == connection->events)
 		return;
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, connection->endpoint.fd,
-		      &event) < 0)
-		die(1, "epoll_ctl: %s", strerror(errno));
+	toolkit_epoll_ctl(epoll_fd, EPOLL_CTL_MOD, connection->endpoint.fd,
+			  events, (epoll_data_t){.ptr = connection});
 	connection->events = events;
 }
 
 static int is_reset_error(int error)
 {
 	return error == ECONNRESET || error == EPIPE || error == ETIMEDOUT;
+}
+
+/* After a failed recv or send: 0 to poll again, -1 when it was ended. */
+static int connection_io_failed(struct connection *connection)
+{
+	if (errno == EINTR || errno == EAGAIN)
+		return 0;
+	connection_end(connection, is_reset_error(errno) ? "reset" : "error");
+	return -1;
 }
 
 /* Fill out[] with more sink reply bytes, if any are left. */
@@ -317,8 +217,8 @@ static void reply_refill(struct connection *connection)
 		size_t n = connection->reply_left < room
 			       ? (size_t)connection->reply_left
 			       : room;
-		stream_fill(&connection->stream_state,
-			    connection->out + connection->out_end, n);
+		toolkit_stream_fill(&connection->stream_state,
+				    connection->out + connection->out_end, n);
 		connection->reply_left -= n;
 		connection->out_end += n;
 	}
@@ -343,13 +243,8 @@ static int connection_read(struct connection *connection)
 			return 0;
 	}
 	n = recv(connection->endpoint.fd, buffer, room, 0);
-	if (n < 0) {
-		if (errno == EINTR || errno == EAGAIN)
-			return 0;
-		connection_end(connection,
-			       is_reset_error(errno) ? "reset" : "error");
-		return -1;
-	}
+	if (n < 0)
+		return connection_io_failed(connection);
 	if (n == 0) {
 		connection->read_eof = 1;
 		if (options.mode == MODE_SINK) {
@@ -358,7 +253,8 @@ static int connection_read(struct connection *connection)
 		}
 		return 0;
 	}
-	connection->crc_in = crc_update(connection->crc_in, buffer, (size_t)n);
+	connection->crc_in =
+	    toolkit_crc32_update(connection->crc_in, buffer, (size_t)n);
 	connection->bytes_in += (uint64_t)n;
 	if (options.mode == MODE_ECHO)
 		connection->out_end += (size_t)n;
@@ -375,16 +271,11 @@ static int connection_write(struct connection *connection)
 	n = send(connection->endpoint.fd,
 		 connection->out + connection->out_start, pending,
 		 MSG_NOSIGNAL);
-	if (n < 0) {
-		if (errno == EINTR || errno == EAGAIN)
-			return 0;
-		connection_end(connection,
-			       is_reset_error(errno) ? "reset" : "error");
-		return -1;
-	}
-	connection->crc_out =
-	    crc_update(connection->crc_out,
-		       connection->out + connection->out_start, (size_t)n);
+	if (n < 0)
+		return connection_io_failed(connection);
+	connection->crc_out = toolkit_crc32_update(
+	    connection->crc_out, connection->out + connection->out_start,
+	    (size_t)n);
 	connection->bytes_out += (uint64_t)n;
 	connection->out_start += (size_t)n;
 	if (connection->out_start == connection->out_end) {
@@ -459,19 +350,18 @@ static void accept_connections(int listen_fd)
 				return;
 			if (errno == ECONNABORTED)
 				continue;
-			fprintf(stderr, "backend: accept: %s\n",
-				strerror(errno));
+			toolkit_warn("accept: %s", strerror(errno));
 			return;
 		}
 		struct connection *connection = calloc(1, sizeof(*connection));
 		if (!connection)
-			die(1, "out of memory");
+			toolkit_die(1, "out of memory");
 		connection->endpoint.kind = KIND_CONNECTION;
 		connection->endpoint.fd = fd;
 		connection->reply_left = options.reply_bytes;
 		connection->stream_state = options.seed;
-		format_address(&peer, connection->peer,
-			       sizeof(connection->peer));
+		toolkit_format_address(&peer, connection->peer,
+				       sizeof(connection->peer));
 		format_local(fd, connection->local, sizeof(connection->local));
 		write_line(accept_log_fd, "accept peer=%s local=%s",
 			   connection->peer, connection->local);
@@ -479,10 +369,8 @@ static void accept_connections(int listen_fd)
 			connection_end(connection, "closed");
 			continue;
 		}
-		struct epoll_event event = {.events = EPOLLIN,
-					    .data.ptr = connection};
-		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0)
-			die(1, "epoll_ctl: %s", strerror(errno));
+		toolkit_epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, EPOLLIN,
+				  (epoll_data_t){.ptr = connection});
 		connection->events = EPOLLIN;
 	}
 }
@@ -501,20 +389,19 @@ static void udp_event(int fd)
 				     (struct sockaddr *)&peer, &peer_len);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				fprintf(stderr, "backend: recvfrom: %s\n",
-					strerror(errno));
+				toolkit_warn("recvfrom: %s", strerror(errno));
 			return;
 		}
-		format_address(&peer, peer_text, sizeof(peer_text));
+		toolkit_format_address(&peer, peer_text, sizeof(peer_text));
 		format_local(fd, local_text, sizeof(local_text));
 		write_line(log_fd,
 			   "udp peer=%s local=%s bytes=%zd crc=%08" PRIx32,
 			   peer_text, local_text, n,
-			   crc_update(0, datagram, (size_t)n));
+			   toolkit_crc32_update(0, datagram, (size_t)n));
 		if (sendto(fd, datagram, (size_t)n, 0, (struct sockaddr *)&peer,
 			   peer_len) < 0)
-			fprintf(stderr, "backend: sendto %s: %s\n", peer_text,
-				strerror(errno));
+			toolkit_warn("sendto %s: %s", peer_text,
+				     strerror(errno));
 	}
 }
 
@@ -524,54 +411,27 @@ static void add_socket(const char *text, int type)
 {
 	struct sockaddr_storage address;
 	socklen_t address_len;
-	int one = 1;
 
-	if (parse_address(text, &address, &address_len) < 0)
-		die(2, "%s: expected ADDR:PORT or [ADDR]:PORT", text);
-	int fd =
-	    socket(address.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die(1, "socket %s: %s", text, strerror(errno));
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-		die(1, "SO_REUSEADDR: %s", strerror(errno));
-	if (address.ss_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-		die(1, "IPV6_V6ONLY: %s", strerror(errno));
-	if (bind(fd, (struct sockaddr *)&address, address_len) < 0)
-		die(1, "bind %s: %s", text, strerror(errno));
-	if (type == SOCK_STREAM && listen(fd, 4096) < 0)
-		die(1, "listen %s: %s", text, strerror(errno));
+	if (toolkit_parse_address(text, &address, &address_len, 0) < 0)
+		toolkit_die(2, "%s: expected ADDR:PORT or [ADDR]:PORT", text);
+	int fd = toolkit_listen_socket(text, (struct sockaddr *)&address,
+				       address_len, type);
 	struct endpoint *endpoint = malloc(sizeof(*endpoint));
 	if (!endpoint)
-		die(1, "out of memory");
+		toolkit_die(1, "out of memory");
 	endpoint->kind = type == SOCK_STREAM ? KIND_TCP_LISTENER : KIND_UDP;
 	endpoint->fd = fd;
-	struct epoll_event event = {.events = EPOLLIN, .data.ptr = endpoint};
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event) < 0)
-		die(1, "epoll_ctl: %s", strerror(errno));
+	toolkit_epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, EPOLLIN,
+			  (epoll_data_t){.ptr = endpoint});
 }
 
 static uint64_t parse_number(const char *option, const char *text)
 {
-	char *end;
-	unsigned long long value;
+	uint64_t value;
 
-	errno = 0;
-	value = strtoull(text, &end, 10);
-	if (errno || *text == '\0' || *end != '\0' || *text == '-')
-		die(2, "%s: \"%s\" is not a number", option, text);
+	if (toolkit_parse_number(text, 0, UINT64_MAX, &value) < 0)
+		toolkit_die(2, "%s: \"%s\" is not a number", option, text);
 	return value;
-}
-
-static void usage(void) __attribute__((noreturn));
-static void usage(void)
-{
-	fputs("usage: backend [-t ADDR:PORT]... [-u ADDR:PORT]... -o LOGFILE "
-	      "[-A ACCEPTLOG]\n"
-	      "               [-m echo|sink|close|hold] [-r TEXT] [-R BYTES] "
-	      "[-S SEED]\n",
-	      stderr);
-	exit(2);
 }
 
 static void parse_options(int argc, char **argv)
@@ -582,12 +442,12 @@ static void parse_options(int argc, char **argv)
 		switch (c) {
 		case 't':
 			if (options.tcp_count == MAX_LISTENERS)
-				die(2, "too many -t");
+				toolkit_die(2, "too many -t");
 			options.tcp_addrs[options.tcp_count++] = optarg;
 			break;
 		case 'u':
 			if (options.udp_count == MAX_LISTENERS)
-				die(2, "too many -u");
+				toolkit_die(2, "too many -u");
 			options.udp_addrs[options.udp_count++] = optarg;
 			break;
 		case 'o':
@@ -606,7 +466,8 @@ static void parse_options(int argc, char **argv)
 			else if (strcmp(optarg, "hold") == 0)
 				options.mode = MODE_HOLD;
 			else
-				die(2,
+				toolkit_die(
+				    2,
 				    "-m: \"%s\": expected echo, sink, close or "
 				    "hold",
 				    optarg);
@@ -621,32 +482,23 @@ static void parse_options(int argc, char **argv)
 			options.seed = parse_number("-S", optarg);
 			break;
 		default:
-			usage();
+			toolkit_usage();
 		}
 	}
 	if (optind != argc || !options.log_path ||
 	    options.tcp_count + options.udp_count == 0)
-		usage();
+		toolkit_usage();
 }
 
 int main(int argc, char **argv)
 {
-	struct rlimit limit;
-
 	parse_options(argc, argv);
-	crc_init();
 	signal(SIGPIPE, SIG_IGN);
-	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
-	    limit.rlim_cur < limit.rlim_max) {
-		limit.rlim_cur = limit.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &limit);
-	}
+	toolkit_raise_fd_limit();
 	log_fd = open_log(options.log_path);
 	if (options.accept_log_path)
 		accept_log_fd = open_log(options.accept_log_path);
-	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (epoll_fd < 0)
-		die(1, "epoll_create1: %s", strerror(errno));
+	epoll_fd = toolkit_epoll_create();
 	for (size_t i = 0; i < options.tcp_count; i++)
 		add_socket(options.tcp_addrs[i], SOCK_STREAM);
 	for (size_t i = 0; i < options.udp_count; i++)
@@ -654,12 +506,7 @@ int main(int argc, char **argv)
 
 	for (;;) {
 		struct epoll_event events[256];
-		int n = epoll_wait(epoll_fd, events, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			die(1, "epoll_wait: %s", strerror(errno));
-		}
+		int n = toolkit_epoll_wait(epoll_fd, events, 256, -1);
 		for (int i = 0; i < n; i++) {
 			struct endpoint *endpoint = events[i].data.ptr;
 			switch (endpoint->kind) {

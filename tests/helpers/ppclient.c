@@ -65,15 +65,12 @@
  *                      reply datagram: end=reply or end=timeout
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +82,7 @@
 #include <unistd.h>
 
 #include "proxyhdr.h"
+#include "toolkit.h"
 
 #define BUFFER_SIZE 65536
 
@@ -149,6 +147,22 @@ struct result {
 	const char *end;
 };
 
+const char toolkit_program_name[] = "ppclient";
+const char toolkit_synopsis[] =
+    "usage: ppclient [-1|-2] [-s ADDR:PORT] [-d ADDR:PORT] [--local] "
+    "[--unknown]\n"
+    "                [--crc32c|--bad-crc32c] [--tlv HEX] "
+    "[--header-hex HEX]\n"
+    "                [--header-file FILE] [--no-header] [--garbage "
+    "N] [--split N]\n"
+    "                [--split-delay MS] [--with-payload] [-n "
+    "BYTES|-f FILE|-t TEXT]\n"
+    "                [-S SEED] [--hold-ms MS] [--hold-until FILE]\n"
+    "                [--half-close|--close|--reset] [--expect N] [-b "
+    "ADDR[:PORT]]\n"
+    "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] "
+    "[--udp] ADDR:PORT\n";
+
 static struct options options = {
     .version = 1,
     .src_text = "192.0.2.10:40000",
@@ -159,147 +173,25 @@ static struct options options = {
     .parallel = 1,
 };
 
-static void die(int status, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3), noreturn));
-static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("ppclient: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
-}
-
-/* ---- checksums and the deterministic stream (same as backend.c) */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-		crc_table[i] = c;
-	}
-}
-
-static uint32_t crc_update(uint32_t crc, const unsigned char *data, size_t len)
-{
-	crc = ~crc;
-	for (size_t i = 0; i < len; i++)
-		crc = crc_table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-	return ~crc;
-}
-
-static void stream_fill(uint64_t *state, unsigned char *out, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		*state = *state * 6364136223846793005u + 1442695040888963407u;
-		out[i] = (unsigned char)(*state >> 56);
-	}
-}
-
 /* ---- numbers, addresses, hex */
 
 static uint64_t parse_number(const char *option, const char *text, uint64_t max)
 {
-	char *end;
-	unsigned long long value;
+	uint64_t value;
 
-	errno = 0;
-	value = strtoull(text, &end, 10);
-	if (errno || *text == '\0' || *end != '\0' || *text == '-' ||
-	    value > max)
-		die(2, "%s: \"%s\" is not a number 0-%" PRIu64, option, text,
-		    max);
+	if (toolkit_parse_number(text, 0, max, &value) < 0)
+		toolkit_die(2, "%s: \"%s\" is not a number 0-%" PRIu64, option,
+			    text, max);
 	return value;
-}
-
-/* "1.2.3.4:5", "[::1]:5"; with port_optional, "1.2.3.4" and "::1" too. */
-static int parse_address(const char *text, struct sockaddr_storage *out,
-			 socklen_t *out_len, int port_optional)
-{
-	char host[128];
-	const char *port_text = NULL;
-	unsigned long port = 0;
-
-	memset(out, 0, sizeof(*out));
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-		if (!close || (size_t)(close - text - 1) >= sizeof(host))
-			return -1;
-		memcpy(host, text + 1, (size_t)(close - text - 1));
-		host[close - text - 1] = '\0';
-		if (close[1] == ':')
-			port_text = close + 2;
-		else if (close[1] != '\0')
-			return -1;
-	} else {
-		const char *colon = strrchr(text, ':');
-		if (colon && strchr(text, ':') == colon) {
-			if ((size_t)(colon - text) >= sizeof(host))
-				return -1;
-			memcpy(host, text, (size_t)(colon - text));
-			host[colon - text] = '\0';
-			port_text = colon + 1;
-		} else {
-			if (strlen(text) >= sizeof(host))
-				return -1;
-			strcpy(host, text);
-		}
-	}
-	if (port_text) {
-		char *end;
-		errno = 0;
-		port = strtoul(port_text, &end, 10);
-		if (errno || *port_text == '\0' || *end != '\0' || port > 65535)
-			return -1;
-	} else if (!port_optional) {
-		return -1;
-	}
-	struct sockaddr_in *sin = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*out_len = sizeof(*sin);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*out_len = sizeof(*sin6);
-		return 0;
-	}
-	return -1;
 }
 
 static void need_address(const char *option, const char *text,
 			 struct sockaddr_storage *out, socklen_t *out_len,
 			 int port_optional)
 {
-	if (parse_address(text, out, out_len, port_optional) < 0)
-		die(2, "%s: \"%s\": expected ADDR:PORT or [ADDR]:PORT", option,
-		    text);
-}
-
-static uint16_t address_port(const struct sockaddr_storage *address)
-{
-	if (address->ss_family == AF_INET)
-		return ntohs(((const struct sockaddr_in *)address)->sin_port);
-	return ntohs(((const struct sockaddr_in6 *)address)->sin6_port);
-}
-
-static void address_set_port(struct sockaddr_storage *address, uint16_t port)
-{
-	if (address->ss_family == AF_INET)
-		((struct sockaddr_in *)address)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)address)->sin6_port = htons(port);
+	if (toolkit_parse_address(text, out, out_len, port_optional) < 0)
+		toolkit_die(2, "%s: \"%s\": expected ADDR:PORT or [ADDR]:PORT",
+			    option, text);
 }
 
 static int hex_value(int c)
@@ -327,9 +219,11 @@ static size_t parse_hex(const char *option, const char *text, uint8_t *out,
 		int high = hex_value(text[0]);
 		int low = high < 0 ? -1 : hex_value(text[1]);
 		if (low < 0)
-			die(2, "%s: not hex near \"%.8s\"", option, text);
+			toolkit_die(2, "%s: not hex near \"%.8s\"", option,
+				    text);
 		if (len == capacity)
-			die(2, "%s: longer than %zu bytes", option, capacity);
+			toolkit_die(2, "%s: longer than %zu bytes", option,
+				    capacity);
 		out[len++] = (uint8_t)(high << 4 | low);
 		text += 2;
 	}
@@ -343,33 +237,26 @@ static size_t read_file(const char *option, const char *path, uint8_t *out,
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		die(2, "%s: %s: %s", option, path, strerror(errno));
+		toolkit_die(2, "%s: %s: %s", option, path, strerror(errno));
 	for (;;) {
 		ssize_t n = read(fd, out + len, capacity - len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			die(2, "%s: %s: %s", option, path, strerror(errno));
+			toolkit_die(2, "%s: %s: %s", option, path,
+				    strerror(errno));
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len == capacity)
-			die(2, "%s: %s: longer than %zu bytes", option, path,
-			    capacity);
+			toolkit_die(2, "%s: %s: longer than %zu bytes", option,
+				    path, capacity);
 	}
 	close(fd);
 	return len;
 }
 
 /* ---- time */
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(long ms)
 {
@@ -412,7 +299,7 @@ static void corrupt_crc32c(uint8_t *header, size_t header_len)
 		}
 		offset += 3 + value_len;
 	}
-	die(1, "--bad-crc32c: the built header has no CRC32C TLV");
+	toolkit_die(1, "--bad-crc32c: the built header has no CRC32C TLV");
 }
 
 static size_t build_header(uint8_t *out, size_t capacity,
@@ -432,7 +319,7 @@ static size_t build_header(uint8_t *out, size_t capacity,
 		uint64_t state = 7;
 		size_t n = options.garbage_len < capacity ? options.garbage_len
 							  : capacity;
-		stream_fill(&state, out, n);
+		toolkit_stream_fill(&state, out, n);
 		if (n > 0 && (out[0] == 'P' || out[0] == '\r'))
 			out[0] = 'X';
 		return n;
@@ -441,8 +328,8 @@ static size_t build_header(uint8_t *out, size_t capacity,
 		break;
 	}
 	need_address("-s", options.src_text, &src, &len, 0);
-	address_set_port(&src,
-			 (uint16_t)(address_port(&src) + src_port_offset));
+	toolkit_address_set_port(
+	    &src, (uint16_t)(toolkit_address_port(&src) + src_port_offset));
 	if (options.dst_text) {
 		need_address("-d", options.dst_text, &dst, &len, 0);
 	} else {
@@ -468,7 +355,7 @@ static size_t build_header(uint8_t *out, size_t capacity,
 			corrupt_crc32c(out, header_len);
 	}
 	if (header_len == 0)
-		die(1, "the header builder refused these arguments");
+		toolkit_die(1, "the header builder refused these arguments");
 	return header_len;
 }
 
@@ -501,8 +388,9 @@ static void payload_open(struct payload *payload)
 			payload->fd =
 			    open(options.payload_file, O_RDONLY | O_CLOEXEC);
 			if (payload->fd < 0)
-				die(2, "-f: %s: %s", options.payload_file,
-				    strerror(errno));
+				toolkit_die(2, "-f: %s: %s",
+					    options.payload_file,
+					    strerror(errno));
 		}
 		break;
 	case PAYLOAD_STREAM:
@@ -531,7 +419,7 @@ static int payload_refill(struct payload *payload)
 	case PAYLOAD_STREAM: {
 		size_t n = payload->left < BUFFER_SIZE ? (size_t)payload->left
 						       : BUFFER_SIZE;
-		stream_fill(&payload->state, payload->buffer, n);
+		toolkit_stream_fill(&payload->state, payload->buffer, n);
 		payload->left -= n;
 		payload->end = n;
 		if (n == 0)
@@ -554,8 +442,8 @@ static int payload_refill(struct payload *payload)
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				return 0;
-			fprintf(stderr, "ppclient: read %s: %s\n",
-				options.payload_file, strerror(errno));
+			toolkit_warn("read %s: %s", options.payload_file,
+				     strerror(errno));
 			return -1;
 		}
 		payload->end = (size_t)n;
@@ -583,12 +471,24 @@ static int is_reset_error(int error)
 	return error == ECONNRESET || error == EPIPE;
 }
 
+/* A send or recv failed for good: the server reset us, or an error (said). */
+static int session_failed(struct session *session, const char *call)
+{
+	if (is_reset_error(errno)) {
+		session->result.end = "reset";
+	} else {
+		session->result.end = "error";
+		toolkit_warn("%s: %s", call, strerror(errno));
+	}
+	return -1;
+}
+
 /* Wait for events on the socket until the overall deadline. 0: timeout. */
 static int wait_socket(struct session *session, short events,
 		       long long until_ms)
 {
 	for (;;) {
-		long long wait = until_ms - now_ms();
+		long long wait = until_ms - toolkit_now_ms();
 		if (wait < 0)
 			wait = 0;
 		struct pollfd pfd = {.fd = session->fd, .events = events};
@@ -608,7 +508,7 @@ static int connect_target(struct session *session,
 	session->fd = socket(target->ss_family,
 			     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (session->fd < 0) {
-		fprintf(stderr, "ppclient: socket: %s\n", strerror(errno));
+		toolkit_warn("socket: %s", strerror(errno));
 		session->result.end = "error";
 		return -1;
 	}
@@ -620,8 +520,8 @@ static int connect_target(struct session *session,
 			   sizeof(one));
 		if (bind(session->fd, (struct sockaddr *)&local, local_len) <
 		    0) {
-			fprintf(stderr, "ppclient: bind %s: %s\n",
-				options.bind_text, strerror(errno));
+			toolkit_warn("bind %s: %s", options.bind_text,
+				     strerror(errno));
 			session->result.end = "error";
 			return -1;
 		}
@@ -629,8 +529,8 @@ static int connect_target(struct session *session,
 	if (connect(session->fd, (const struct sockaddr *)target, target_len) <
 		0 &&
 	    errno != EINPROGRESS) {
-		fprintf(stderr, "ppclient: connect %s: %s\n",
-			options.target_text, strerror(errno));
+		toolkit_warn("connect %s: %s", options.target_text,
+			     strerror(errno));
 		session->result.end = "refused";
 		return -1;
 	}
@@ -645,8 +545,8 @@ static int connect_target(struct session *session,
 				    &error_len) < 0)
 		error = errno;
 	if (error) {
-		fprintf(stderr, "ppclient: connect %s: %s\n",
-			options.target_text, strerror(error));
+		toolkit_warn("connect %s: %s", options.target_text,
+			     strerror(error));
 		session->result.end = "refused";
 		return -1;
 	}
@@ -669,14 +569,8 @@ static int send_all(struct session *session, const uint8_t *data, size_t len)
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			session->result.end =
-			    is_reset_error(errno) ? "reset" : "error";
-			if (!is_reset_error(errno))
-				fprintf(stderr, "ppclient: send: %s\n",
-					strerror(errno));
-			return -1;
-		}
+		if (n < 0)
+			return session_failed(session, "send");
 		data += n;
 		len -= (size_t)n;
 	}
@@ -687,7 +581,7 @@ static void account_sent(struct session *session, const unsigned char *data,
 			 size_t len)
 {
 	session->result.crc_sent =
-	    crc_update(session->result.crc_sent, data, len);
+	    toolkit_crc32_update(session->result.crc_sent, data, len);
 	session->result.sent += len;
 }
 
@@ -739,22 +633,18 @@ static int receive(struct session *session)
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return 0;
-		session->result.end = is_reset_error(errno) ? "reset" : "error";
-		if (!is_reset_error(errno))
-			fprintf(stderr, "ppclient: recv: %s\n",
-				strerror(errno));
-		return -1;
+		return session_failed(session, "recv");
 	}
 	if (n == 0) {
 		session->server_eof = 1;
 		return 0;
 	}
-	session->result.crc_received =
-	    crc_update(session->result.crc_received, buffer, (size_t)n);
+	session->result.crc_received = toolkit_crc32_update(
+	    session->result.crc_received, buffer, (size_t)n);
 	session->result.received += (uint64_t)n;
 	if (session->output_fd >= 0 &&
 	    write(session->output_fd, buffer, (size_t)n) != n)
-		fprintf(stderr, "ppclient: -o: short write\n");
+		toolkit_warn("-o: short write");
 	return 0;
 }
 
@@ -771,11 +661,7 @@ static int transmit(struct session *session)
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return 0;
-		session->result.end = is_reset_error(errno) ? "reset" : "error";
-		if (!is_reset_error(errno))
-			fprintf(stderr, "ppclient: send: %s\n",
-				strerror(errno));
-		return -1;
+		return session_failed(session, "send");
 	}
 	account_sent(session, payload->buffer + payload->start, (size_t)n);
 	payload->start += (size_t)n;
@@ -786,7 +672,7 @@ static int hold_is_over(long long hold_end_ms)
 {
 	if (options.hold_until && access(options.hold_until, F_OK) != 0)
 		return 0;
-	return now_ms() >= hold_end_ms;
+	return toolkit_now_ms() >= hold_end_ms;
 }
 
 static void abort_connection(int fd)
@@ -812,7 +698,7 @@ static void relay(struct session *session)
 		    payload->done && payload->start == payload->end;
 		if (phase == SENDING && sending_done) {
 			phase = HOLDING;
-			hold_end_ms = now_ms() + options.hold_ms;
+			hold_end_ms = toolkit_now_ms() + options.hold_ms;
 		}
 		/* The server closed and we have nothing more to say. */
 		if (session->server_eof && phase != SENDING) {
@@ -852,7 +738,7 @@ static void relay(struct session *session)
 			pfds[1].fd = payload->fd;
 			pfds[1].events = POLLIN;
 		}
-		long long now = now_ms();
+		long long now = toolkit_now_ms();
 		long long wait = session->deadline_ms - now;
 		if (wait <= 0) {
 			session->result.end = "timeout";
@@ -888,15 +774,15 @@ static void run_tcp(const struct sockaddr_storage *target, socklen_t target_len,
 	size_t header_len = build_header(header, sizeof(header), index);
 
 	session.result.end = "error";
-	session.deadline_ms = now_ms() + options.timeout_s * 1000;
+	session.deadline_ms = toolkit_now_ms() + options.timeout_s * 1000;
 	payload_open(&session.payload);
 	if (options.output_path) {
 		session.output_fd =
 		    open(options.output_path,
 			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (session.output_fd < 0)
-			die(2, "-o: %s: %s", options.output_path,
-			    strerror(errno));
+			toolkit_die(2, "-o: %s: %s", options.output_path,
+				    strerror(errno));
 	}
 	if (connect_target(&session, target, target_len) == 0 &&
 	    send_header(&session, header, header_len) == 0)
@@ -934,19 +820,19 @@ static void run_udp(const struct sockaddr_storage *target, socklen_t target_len,
 	int fd = socket(target->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 ||
 	    connect(fd, (const struct sockaddr *)target, target_len) < 0) {
-		fprintf(stderr, "ppclient: udp %s: %s\n", options.target_text,
-			strerror(errno));
+		toolkit_warn("udp %s: %s", options.target_text,
+			     strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
 	if (send(fd, datagram, len + payload_len, 0) < 0) {
-		fprintf(stderr, "ppclient: send: %s\n", strerror(errno));
+		toolkit_warn("send: %s", strerror(errno));
 		close(fd);
 		return;
 	}
 	result->sent = payload_len;
-	result->crc_sent = crc_update(0, datagram + len, payload_len);
+	result->crc_sent = toolkit_crc32_update(0, datagram + len, payload_len);
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	int ready = poll(&pfd, 1, (int)(options.timeout_s * 1000));
 	if (ready <= 0) {
@@ -959,7 +845,8 @@ static void run_udp(const struct sockaddr_storage *target, socklen_t target_len,
 		result->end = errno == ECONNREFUSED ? "refused" : "error";
 	} else {
 		result->received = (uint64_t)n;
-		result->crc_received = crc_update(0, datagram, (size_t)n);
+		result->crc_received =
+		    toolkit_crc32_update(0, datagram, (size_t)n);
 		result->end = "reply";
 	}
 	close(fd);
@@ -971,7 +858,7 @@ static int run_one(const struct sockaddr_storage *target, socklen_t target_len,
 		   uint16_t index, int print)
 {
 	struct result result = {.end = "error"};
-	long long start_ms = now_ms();
+	long long start_ms = toolkit_now_ms();
 
 	if (options.udp)
 		run_udp(target, target_len, index, &result);
@@ -984,7 +871,8 @@ static int run_one(const struct sockaddr_storage *target, socklen_t target_len,
 		    "sent=%" PRIu64 " crc_sent=%08" PRIx32 " received=%" PRIu64
 		    " crc_received=%08" PRIx32 " end=%s ms=%lld\n",
 		    result.sent, result.crc_sent, result.received,
-		    result.crc_received, result.end, now_ms() - start_ms);
+		    result.crc_received, result.end,
+		    toolkit_now_ms() - start_ms);
 		/* One write, so lines from many processes stay whole. */
 		if (len > 0 && write(1, line, (size_t)len) < 0)
 			return 1;
@@ -1006,7 +894,7 @@ static int run_many(const struct sockaddr_storage *target, socklen_t target_len)
 			fflush(stdout);
 			pid_t pid = fork();
 			if (pid < 0)
-				die(1, "fork: %s", strerror(errno));
+				toolkit_die(1, "fork: %s", strerror(errno));
 			if (pid == 0)
 				_exit(run_one(target, target_len,
 					      (uint16_t)started,
@@ -1020,7 +908,7 @@ static int run_many(const struct sockaddr_storage *target, socklen_t target_len)
 		if (pid < 0) {
 			if (errno == EINTR)
 				continue;
-			die(1, "wait: %s", strerror(errno));
+			toolkit_die(1, "wait: %s", strerror(errno));
 		}
 		running--;
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -1080,24 +968,14 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static void usage(void) __attribute__((noreturn));
-static void usage(void)
+/* --header-hex and --header-file: these bytes instead of a built header. */
+static void set_raw_header(size_t (*read_bytes)(const char *, const char *,
+						uint8_t *, size_t),
+			   const char *option, const char *text)
 {
-	fputs("usage: ppclient [-1|-2] [-s ADDR:PORT] [-d ADDR:PORT] [--local] "
-	      "[--unknown]\n"
-	      "                [--crc32c|--bad-crc32c] [--tlv HEX] "
-	      "[--header-hex HEX]\n"
-	      "                [--header-file FILE] [--no-header] [--garbage "
-	      "N] [--split N]\n"
-	      "                [--split-delay MS] [--with-payload] [-n "
-	      "BYTES|-f FILE|-t TEXT]\n"
-	      "                [-S SEED] [--hold-ms MS] [--hold-until FILE]\n"
-	      "                [--half-close|--close|--reset] [--expect N] [-b "
-	      "ADDR[:PORT]]\n"
-	      "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] "
-	      "[--udp] ADDR:PORT\n",
-	      stderr);
-	exit(2);
+	options.header_kind = HEADER_RAW;
+	options.raw_header_len = read_bytes(option, text, options.raw_header,
+					    sizeof(options.raw_header));
 }
 
 static void parse_options(int argc, char **argv)
@@ -1151,7 +1029,7 @@ static void parse_options(int argc, char **argv)
 			options.parallel =
 			    (unsigned long)parse_number("-P", optarg, 4096);
 			if (options.parallel == 0)
-				die(2, "-P: must be at least 1");
+				toolkit_die(2, "-P: must be at least 1");
 			break;
 		case 'q':
 			options.quiet = 1;
@@ -1176,16 +1054,10 @@ static void parse_options(int argc, char **argv)
 				      sizeof(options.tlvs));
 			break;
 		case OPT_HEADER_HEX:
-			options.header_kind = HEADER_RAW;
-			options.raw_header_len = parse_hex(
-			    "--header-hex", optarg, options.raw_header,
-			    sizeof(options.raw_header));
+			set_raw_header(parse_hex, "--header-hex", optarg);
 			break;
 		case OPT_HEADER_FILE:
-			options.header_kind = HEADER_RAW;
-			options.raw_header_len = read_file(
-			    "--header-file", optarg, options.raw_header,
-			    sizeof(options.raw_header));
+			set_raw_header(read_file, "--header-file", optarg);
 			break;
 		case OPT_NO_HEADER:
 			options.header_kind = HEADER_NONE;
@@ -1232,11 +1104,11 @@ static void parse_options(int argc, char **argv)
 			options.version = 2; /* v1 has no datagram form */
 			break;
 		default:
-			usage();
+			toolkit_usage();
 		}
 	}
 	if (optind + 1 != argc)
-		usage();
+		toolkit_usage();
 	options.target_text = argv[optind];
 }
 
@@ -1246,7 +1118,6 @@ int main(int argc, char **argv)
 	socklen_t target_len;
 
 	parse_options(argc, argv);
-	crc_init();
 	signal(SIGPIPE, SIG_IGN);
 	need_address("ADDR:PORT", options.target_text, &target, &target_len, 0);
 	if (options.count > 1)

@@ -60,16 +60,15 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "proxyhdr.h"
+#include "toolkit.h"
 
 enum { MAX_DATAGRAM = 65535, MIN_SIZE = 28, TAG_LEN = 28 };
 
@@ -109,6 +108,15 @@ struct tally {
 	unsigned long unexpected;
 };
 
+const char toolkit_program_name[] = "udpclient";
+const char toolkit_synopsis[] =
+    "usage: udpclient [-s ADDR:PORT | --clients N [--first I] [-6]]\n"
+    "                 [-d ADDR:PORT] [-n COUNT] [--size BYTES]\n"
+    "                 [--window N] [--bad garbage|truncated|stream|v1]\n"
+    "                 [--bad-source ADDR:PORT] [-b ADDR[:PORT]]\n"
+    "                 [--expect N] [-w SECONDS] [-L FILE] [-v] "
+    "ADDR:PORT\n";
+
 static struct options options = {
 	.src_text = "192.0.2.10:40000",
 	.bad_source_text = "192.0.2.66:40066",
@@ -118,145 +126,30 @@ static struct options options = {
 	.timeout_s = 10,
 };
 
-static void die(int status, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
-static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("udpclient: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* ---- options */
 
 static unsigned long parse_number(const char *option, const char *text,
 				  unsigned long min, unsigned long max)
 {
-	char *end;
+	uint64_t value;
 
-	errno = 0;
-	unsigned long value = strtoul(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 ||
-	    value < min || value > max)
-		die(2, "%s: \"%s\": not a number %lu-%lu", option, text, min,
-		    max);
+	if (toolkit_parse_number(text, min, max, &value) != 0)
+		toolkit_die(2, "%s: \"%s\": not a number %lu-%lu", option, text,
+			    min, max);
 	return value;
-}
-
-/* ADDR:PORT or [IPV6]:PORT; the port may be left out when port_optional. */
-static int parse_address(const char *text, struct sockaddr_storage *out,
-			 int port_optional)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *port_text = NULL;
-	size_t host_len;
-	int bracketed = text[0] == '[';
-
-	memset(out, 0, sizeof *out);
-	if (bracketed) {
-		const char *close = strchr(text, ']');
-		if (close == NULL)
-			return -1;
-		host_len = (size_t)(close - text - 1);
-		if (close[1] == ':')
-			port_text = close + 2;
-		else if (close[1] != '\0')
-			return -1;
-		text++;
-	} else {
-		const char *colon = strrchr(text, ':');
-		host_len = colon ? (size_t)(colon - text) : strlen(text);
-		if (colon)
-			port_text = colon + 1;
-	}
-	if (host_len == 0 || host_len >= sizeof host)
-		return -1;
-	memcpy(host, text, host_len);
-	host[host_len] = '\0';
-
-	unsigned long port = 0;
-	if (port_text != NULL) {
-		char *end;
-		errno = 0;
-		port = strtoul(port_text, &end, 10);
-		if (port_text[0] < '0' || port_text[0] > '9' || *end != '\0' ||
-		    errno != 0 || port > 65535)
-			return -1;
-	} else if (!port_optional) {
-		return -1;
-	}
-
-	struct sockaddr_in *in = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
-	if (!bracketed && inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-		in->sin_family = AF_INET;
-		in->sin_port = htons((uint16_t)port);
-		return 0;
-	}
-	if (bracketed && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		return 0;
-	}
-	return -1;
 }
 
 static void parse_address_option(const char *option, const char *text,
 				 struct sockaddr_storage *out,
 				 int port_optional)
 {
-	if (parse_address(text, out, port_optional) != 0)
-		die(2, "%s: \"%s\": not %s with a numeric address", option,
-		    text,
-		    port_optional ? "ADDR[:PORT] or [IPV6][:PORT]"
-				  : "ADDR:PORT or [IPV6]:PORT");
-}
+	socklen_t len;
 
-static socklen_t address_length(const struct sockaddr_storage *addr)
-{
-	return addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-					   : sizeof(struct sockaddr_in);
-}
-
-static void format_address(const struct sockaddr_storage *addr, char *out,
-			   size_t capacity)
-{
-	char host[INET6_ADDRSTRLEN];
-
-	if (addr->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)addr;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-		snprintf(out, capacity, "%s:%u", host, ntohs(in->sin_port));
-	} else {
-		const struct sockaddr_in6 *in6 = (const void *)addr;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-		snprintf(out, capacity, "[%s]:%u", host, ntohs(in6->sin6_port));
-	}
-}
-
-static void usage(void)
-{
-	fputs("usage: udpclient [-s ADDR:PORT | --clients N [--first I] [-6]]\n"
-	      "                 [-d ADDR:PORT] [-n COUNT] [--size BYTES]\n"
-	      "                 [--window N] [--bad garbage|truncated|stream|v1]\n"
-	      "                 [--bad-source ADDR:PORT] [-b ADDR[:PORT]]\n"
-	      "                 [--expect N] [-w SECONDS] [-L FILE] [-v] "
-	      "ADDR:PORT\n",
-	      stderr);
-	exit(2);
+	if (toolkit_parse_address(text, out, &len, port_optional) != 0)
+		toolkit_die(2, "%s: \"%s\": not %s with a numeric address",
+			    option, text,
+			    port_optional ? "ADDR[:PORT] or [IPV6][:PORT]"
+					  : "ADDR:PORT or [IPV6]:PORT");
 }
 
 static enum bad_kind parse_bad_kind(const char *text)
@@ -274,7 +167,8 @@ static enum bad_kind parse_bad_kind(const char *text)
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
 		if (strcmp(text, kinds[i].name) == 0)
 			return kinds[i].kind;
-	die(2, "--bad: \"%s\": not garbage, truncated, stream or v1", text);
+	toolkit_die(2, "--bad: \"%s\": not garbage, truncated, stream or v1",
+		    text);
 }
 
 static void parse_options(int argc, char **argv)
@@ -355,11 +249,11 @@ static void parse_options(int argc, char **argv)
 			options.expect_given = 1;
 			break;
 		default:
-			usage();
+			toolkit_usage();
 		}
 	}
 	if (optind + 1 != argc)
-		usage();
+		toolkit_usage();
 	options.target_text = argv[optind];
 }
 
@@ -392,13 +286,6 @@ static void numbered_client(unsigned long i, uint16_t port,
 		in->sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i - 253));
 }
 
-static uint16_t port_of(const struct sockaddr_storage *addr)
-{
-	if (addr->ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)addr)->sin_port);
-}
-
 /*
  * The payload of datagram seq of client index: a tag naming both, then
  * bytes that depend on both, so a reply that went to the wrong place or
@@ -413,10 +300,7 @@ static void make_payload(unsigned long index, unsigned long seq, uint8_t *out,
 	snprintf(tag, sizeof tag, "udpclient %08lx %08lx ", index & 0xffffffffu,
 		 seq & 0xffffffffu);
 	memcpy(out, tag, TAG_LEN);
-	for (size_t i = TAG_LEN; i < size; i++) {
-		state = state * 6364136223846793005u + 1442695040888963407u;
-		out[i] = (uint8_t)(state >> 56);
-	}
+	toolkit_stream_fill(&state, out + TAG_LEN, size - TAG_LEN);
 }
 
 /* Reads the tag of a reply; -1 when it is not one of ours. */
@@ -449,20 +333,20 @@ static size_t build_header(uint8_t *out, size_t capacity,
 				       transport, (const struct sockaddr *)src,
 				       (const struct sockaddr *)dst, NULL, 0, 0);
 	if (len == 0)
-		die(2, "cannot build a v2 header (client and -d families "
-		       "differ?)");
+		toolkit_die(2,
+			    "cannot build a v2 header (client and -d families "
+			    "differ?)");
 	return len;
 }
 
 static void default_destination(const struct sockaddr_storage *client,
 				struct sockaddr_storage *dst)
 {
-	if (options.dst_text != NULL)
-		parse_address_option("-d", options.dst_text, dst, 0);
-	else
-		parse_address(client->ss_family == AF_INET6 ? "[::1]:443"
-							     : "127.0.0.1:443",
-			      dst, 0);
+	const char *fallback =
+	    client->ss_family == AF_INET6 ? "[::1]:443" : "127.0.0.1:443";
+
+	parse_address_option(
+	    "-d", options.dst_text ? options.dst_text : fallback, dst, 0);
 }
 
 /* ---- sending and receiving */
@@ -483,7 +367,7 @@ static void send_datagram(int fd, const uint8_t *data, size_t len)
 			poll(&p, 1, 100);
 			continue;
 		}
-		die(1, "send: %s", strerror(errno));
+		toolkit_die(1, "send: %s", strerror(errno));
 	}
 }
 
@@ -519,7 +403,7 @@ static void send_bad(int fd)
 					(const struct sockaddr *)&src,
 					(const struct sockaddr *)&dst);
 		if (len == 0)
-			die(2, "cannot build a v1 header");
+			toolkit_die(2, "cannot build a v1 header");
 		break;
 	}
 	if (options.bad == BAD_STREAM || options.bad == BAD_V1) {
@@ -570,7 +454,7 @@ static void receive_replies(int fd, int wait_ms, struct client *clients,
 	if (poll(&p, 1, wait_ms) < 0) {
 		if (errno == EINTR)
 			return;
-		die(1, "poll: %s", strerror(errno));
+		toolkit_die(1, "poll: %s", strerror(errno));
 	}
 	for (;;) {
 		ssize_t n = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
@@ -578,7 +462,7 @@ static void receive_replies(int fd, int wait_ms, struct client *clients,
 			if (errno == EAGAIN || errno == EINTR ||
 			    errno == ECONNREFUSED)
 				return;
-			die(1, "recv: %s", strerror(errno));
+			toolkit_die(1, "recv: %s", strerror(errno));
 		}
 		take_reply(buffer, (size_t)n, clients, client_count, tally);
 	}
@@ -592,24 +476,25 @@ static int open_socket(void)
 	parse_address_option("target", options.target_text, &target, 0);
 	int fd = socket(target.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		die(1, "socket: %s", strerror(errno));
+		toolkit_die(1, "socket: %s", strerror(errno));
 	/* Best effort: the kernel caps it at net.core.rmem_max. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_size, sizeof buffer_size);
 	if (options.bind_text != NULL) {
 		parse_address_option("-b", options.bind_text, &local, 1);
 		if (local.ss_family != target.ss_family)
-			die(2, "-b %s: not the family of %s", options.bind_text,
-			    options.target_text);
+			toolkit_die(2, "-b %s: not the family of %s",
+				    options.bind_text, options.target_text);
 		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) <
-			    0 ||
+			0 ||
 		    bind(fd, (struct sockaddr *)&local,
-			 address_length(&local)) < 0)
-			die(1, "bind %s: %s", options.bind_text,
-			    strerror(errno));
+			 toolkit_address_length(&local)) < 0)
+			toolkit_die(1, "bind %s: %s", options.bind_text,
+				    strerror(errno));
 	}
-	if (connect(fd, (struct sockaddr *)&target, address_length(&target)) <
-	    0)
-		die(1, "connect %s: %s", options.target_text, strerror(errno));
+	if (connect(fd, (struct sockaddr *)&target,
+		    toolkit_address_length(&target)) < 0)
+		toolkit_die(1, "connect %s: %s", options.target_text,
+			    strerror(errno));
 	return fd;
 }
 
@@ -621,17 +506,18 @@ static struct client *make_clients(unsigned long *count)
 	*count = options.clients ? options.clients : 1;
 	struct client *clients = calloc(*count, sizeof *clients);
 	if (clients == NULL)
-		die(1, "out of memory");
+		toolkit_die(1, "out of memory");
 	for (unsigned long i = 0; i < *count; i++) {
 		if (options.clients)
-			numbered_client(options.first + i, port_of(&one),
+			numbered_client(options.first + i,
+					toolkit_address_port(&one),
 					&clients[i].addr);
 		else
 			clients[i].addr = one;
 		clients[i].replied = calloc(options.count ? options.count : 1,
 					    1);
 		if (clients[i].replied == NULL)
-			die(1, "out of memory");
+			toolkit_die(1, "out of memory");
 	}
 	return clients;
 }
@@ -643,13 +529,13 @@ static void write_client_list(const struct client *clients,
 	FILE *file = fopen(options.list_path, "w");
 
 	if (file == NULL)
-		die(1, "%s: %s", options.list_path, strerror(errno));
+		toolkit_die(1, "%s: %s", options.list_path, strerror(errno));
 	for (unsigned long i = 0; i < count; i++) {
-		format_address(&clients[i].addr, text, sizeof text);
+		toolkit_format_address(&clients[i].addr, text, sizeof text);
 		fprintf(file, "%s\n", text);
 	}
 	if (fclose(file) != 0)
-		die(1, "%s: %s", options.list_path, strerror(errno));
+		toolkit_die(1, "%s: %s", options.list_path, strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -665,13 +551,13 @@ int main(int argc, char **argv)
 	unsigned long total = client_count * options.count;
 	unsigned long expect = options.expect_given ? options.expect : total;
 	int fd = open_socket();
-	int64_t start_ms = now_ms();
+	int64_t start_ms = toolkit_now_ms();
 	int64_t deadline_ms = start_ms + (int64_t)options.timeout_s * 1000;
 
 	send_bad(fd);
 	/* Round by round: every client opens its flow before any sends again. */
 	while (tally.sent < total || tally.replies < expect) {
-		int64_t left_ms = deadline_ms - now_ms();
+		int64_t left_ms = deadline_ms - toolkit_now_ms();
 		if (left_ms <= 0)
 			break;
 		if (tally.sent < total &&
@@ -703,7 +589,8 @@ int main(int argc, char **argv)
 			complete++;
 		if (options.verbose) {
 			char text[INET6_ADDRSTRLEN + 10];
-			format_address(&clients[i].addr, text, sizeof text);
+			toolkit_format_address(&clients[i].addr, text,
+					       sizeof text);
 			printf("client=%s sent=%lu replies=%lu\n", text,
 			       options.count, clients[i].replies);
 		}
@@ -711,7 +598,8 @@ int main(int argc, char **argv)
 	printf("sent=%lu replies=%lu mismatches=%lu unexpected=%lu "
 	       "complete=%lu/%lu ms=%lld\n",
 	       tally.sent, tally.replies, tally.mismatches, tally.unexpected,
-	       complete, client_count, (long long)(now_ms() - start_ms));
+	       complete, client_count,
+	       (long long)(toolkit_now_ms() - start_ms));
 	return tally.replies == expect && tally.mismatches == 0 &&
 			       tally.unexpected == 0
 		       ? 0
