@@ -239,8 +239,9 @@ static const char help_text[] =
 	"\n"
 	"Also accepted, for command lines written for cloudflare mmproxy or\n"
 	"go-mmproxy: one or two dashes on every long option; -a and\n"
-	"--allowed-networks for --allowed-subnets; -m for --mark; --listen-addr,\n"
-	"--target-addr4, --target-addr6 for -l, -4, -6; --verbose for -v 2;\n"
+	"--allowed-networks for --allowed-subnets; -m for --mark; --listen and\n"
+	"--listen-addr for -l; --target-addr4, --target-addr6 for -4, -6;\n"
+	"--verbose for -v 2;\n"
 	"-t/--table N, --do-not-sandbox and --force-real-client-port are ignored.\n";
 
 enum option_id {
@@ -1026,27 +1027,17 @@ static int prepare_backend_socket(int fd, const struct connection *conn,
 	return 0;
 }
 
+/* The client's address, with its own port or, for --port-fallback, port 0. */
 static int bind_client_address(int fd, const struct connection *conn,
-			       const struct options *opts)
+			       bool any_port)
 {
 	struct sockaddr_storage source = conn->client_addr;
-	char client[ADDRESS_TEXT_SIZE];
 
-	if (bind(fd, (struct sockaddr *)&source, address_length(&source)) == 0)
-		return 0;
-	if (errno == EADDRINUSE && opts->port_fallback) {
-		if (source.ss_family == AF_INET)
-			((struct sockaddr_in *)&source)->sin_port = 0;
-		else
-			((struct sockaddr_in6 *)&source)->sin6_port = 0;
-		if (bind(fd, (struct sockaddr *)&source,
-			 address_length(&source)) == 0)
-			return 0;
-	}
-	log_error("bind %s: %s%s",
-		  format_address(&conn->client_addr, client, sizeof client),
-		  strerror(errno), capability_hint(errno));
-	return -1;
+	if (any_port && source.ss_family == AF_INET)
+		((struct sockaddr_in *)&source)->sin_port = 0;
+	else if (any_port)
+		((struct sockaddr_in6 *)&source)->sin6_port = 0;
+	return bind(fd, (struct sockaddr *)&source, address_length(&source));
 }
 
 /* Wait for a non-blocking connect() to finish; returns 0 or an errno value. */
@@ -1074,54 +1065,106 @@ static int finish_connect(int fd, int timeout_ms)
 	}
 }
 
+enum { SOCKET_FAILED = -1, BIND_FAILED = -2 };
+
+/*
+ * A socket for the backend, bound to the client's address when spoofing.
+ * Returns the fd; SOCKET_FAILED, logged here; or BIND_FAILED with errno
+ * set, for the caller to retry or report.
+ */
+static int open_backend_socket(const struct connection *conn,
+			       const struct options *opts, bool any_port)
+{
+	int fd = socket(conn->target_addr.ss_family,
+			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		log_error("socket: %s", strerror(errno));
+		return SOCKET_FAILED;
+	}
+	if (prepare_backend_socket(fd, conn, opts) != 0) {
+		close(fd);
+		return SOCKET_FAILED;
+	}
+	if (conn->spoofed && bind_client_address(fd, conn, any_port) != 0) {
+		int saved_errno = errno;
+		close(fd);
+		errno = saved_errno;
+		return BIND_FAILED;
+	}
+	return fd;
+}
+
+static int connect_to_target(int fd, const struct connection *conn,
+			     const struct options *opts)
+{
+	if (connect(fd, (const struct sockaddr *)&conn->target_addr,
+		    address_length(&conn->target_addr)) == 0)
+		return 0;
+	return errno == EINPROGRESS
+		       ? finish_connect(fd, opts->connect_timeout_ms)
+		       : errno;
+}
+
+/*
+ * With --port-fallback, a client port that is taken here gets a second try
+ * from an ephemeral port: taken by a listening socket, bind() says
+ * EADDRINUSE; taken by a live connection to the same target (the same
+ * 4-tuple), connect() says EADDRNOTAVAIL.
+ */
+static bool should_retry_with_any_port(const struct connection *conn,
+				       const struct options *opts,
+				       bool any_port, int error)
+{
+	return conn->spoofed && opts->port_fallback && !any_port &&
+	       (error == EADDRINUSE || error == EADDRNOTAVAIL);
+}
+
 static int connect_backend(struct connection *conn, const struct options *opts)
 {
 	char target[ADDRESS_TEXT_SIZE], client[ADDRESS_TEXT_SIZE];
-	int family = conn->target_addr.ss_family;
-	int fd;
+	bool any_port = false;
 
-	if (conn->spoofed && conn->client_addr.ss_family != family) {
+	format_address(&conn->target_addr, target, sizeof target);
+	format_address(&conn->client_addr, client, sizeof client);
+	if (conn->spoofed &&
+	    conn->client_addr.ss_family != conn->target_addr.ss_family) {
 		log_error("client %s and target %s differ in address family",
-			  format_address(&conn->client_addr, client,
-					 sizeof client),
-			  format_address(&conn->target_addr, target,
-					 sizeof target));
+			  client, target);
 		conn->end = END_BIND_FAILED;
 		return -1;
 	}
-	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		log_error("socket: %s", strerror(errno));
-		conn->end = END_ERROR;
-		return -1;
-	}
-	if (prepare_backend_socket(fd, conn, opts) != 0 ||
-	    (conn->spoofed && bind_client_address(fd, conn, opts) != 0)) {
+	for (;;) {
+		int fd = open_backend_socket(conn, opts, any_port);
+		if (fd == BIND_FAILED &&
+		    should_retry_with_any_port(conn, opts, any_port, errno)) {
+			any_port = true;
+			continue;
+		}
+		if (fd == BIND_FAILED)
+			log_error("bind %s: %s%s", client, strerror(errno),
+				  capability_hint(errno));
+		if (fd < 0) {
+			conn->end = END_BIND_FAILED;
+			return -1;
+		}
+		int error = connect_to_target(fd, conn, opts);
+		if (error == 0) {
+			conn->backend_fd = fd;
+			return 0;
+		}
 		close(fd);
-		conn->end = END_BIND_FAILED;
-		return -1;
-	}
-	int error = 0;
-	if (connect(fd, (struct sockaddr *)&conn->target_addr,
-		    address_length(&conn->target_addr)) != 0)
-		error = errno == EINPROGRESS
-				? finish_connect(fd, opts->connect_timeout_ms)
-				: errno;
-	if (error != 0) {
-		log_error("connect %s from %s: %s",
-			  format_address(&conn->target_addr, target,
-					 sizeof target),
-			  conn->spoofed ? format_address(&conn->client_addr,
-							 client, sizeof client)
-					: "mmproxy's own address",
+		if (should_retry_with_any_port(conn, opts, any_port, error)) {
+			any_port = true;
+			continue;
+		}
+		log_error("connect %s from %s: %s", target,
+			  conn->spoofed ? client : "mmproxy's own address",
 			  strerror(error));
-		close(fd);
 		conn->end = error == ETIMEDOUT ? END_CONNECT_TIMEOUT
 					       : END_BACKEND_REFUSED;
 		return -1;
 	}
-	conn->backend_fd = fd;
-	return 0;
 }
 
 /* ---- relay -------------------------------------------------------------- */

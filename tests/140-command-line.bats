@@ -194,7 +194,7 @@ relays_v1_and_v2() {
 # connection lives): the second connection's 4-tuple is taken.
 second_connection_same_client() {
 	local client=$1 release=$TEST_DIR/release
-	start_bg first "$PPCLIENT" -1 -s "$client" -t first --hold-until "$release" \
+	start_bg first "$PPCLIENT" -1 -s "$client" -t first-connection --hold-until "$release" \
 		--half-close -w 20 "127.0.0.1:$(port 0)"
 	FIRST_PID=$BG_PID
 	wait_for_log "$BACKEND_ACCEPTS" "peer=${client//./\\.} "
