@@ -228,3 +228,22 @@ assert_relay_works() {
 	is_alive "$MMPROXY_PID"
 	assert_relay_works 192.0.2.61:40000
 }
+
+@test "waiting for the rest of a header split over slow segments costs no CPU" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --header-timeout 10
+	# A 28-byte v2 header in 4 pieces, 800 ms apart: 2.4 s of waiting.
+	start_bg slow "$PPCLIENT" -2 -s 192.0.2.70:40000 --split 7 --split-delay 800 \
+		-t hello --half-close -w 20 "127.0.0.1:$(port 0)"
+	slow_pid=$BG_PID
+	wait_until 5 eval '[ -n "$(children_of "$MMPROXY_PID")" ]'
+	child=$(children_of "$MMPROXY_PID")
+	ticks_before=$(cpu_ticks "$child")
+	sleep 1.5
+	ticks_after=$(cpu_ticks "$child")
+	echo "child $child used $((ticks_after - ticks_before)) ticks while waiting"
+	# A poll() that kept waking on the bytes already there would burn ~150.
+	[ $((ticks_after - ticks_before)) -le 5 ]
+	wait_for_exit "$slow_pid"
+	wait_for_log "$BACKEND_LOG" "^peer=192\.0\.2\.70:40000 .* bytes=5 "
+}
