@@ -1343,10 +1343,18 @@ static void relay(struct connection *conn)
 	relay_direction_init(&down, conn->backend_fd, conn->lb_fd);
 	conn->end = END_DONE;
 	while (!(up.write_shut && down.write_shut)) {
+		short lb_wanted = relay_events_for(&up, &down);
+		short backend_wanted = relay_events_for(&down, &up);
+		/*
+		 * A socket we want nothing from stays out of poll(): once its
+		 * peer's FIN is in and our side is shut, poll() reports
+		 * POLLHUP on it at once, forever, and the loop would spin
+		 * while the other side drains slowly.
+		 */
 		struct pollfd fds[2] = {
-			{.fd = conn->lb_fd, .events = relay_events_for(&up, &down)},
-			{.fd = conn->backend_fd,
-			 .events = relay_events_for(&down, &up)},
+			{.fd = lb_wanted ? conn->lb_fd : -1, .events = lb_wanted},
+			{.fd = backend_wanted ? conn->backend_fd : -1,
+			 .events = backend_wanted},
 		};
 		if (poll(fds, 2, -1) < 0) {
 			if (errno == EINTR)

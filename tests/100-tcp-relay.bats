@@ -270,3 +270,29 @@ conn_line() {
 	conn=$(conn_line '192\.0\.2\.19:40000')
 	[[ $conn == *" lb=[::1]:"*" target=127.0.0.1:$(port 1) "* ]]
 }
+
+@test "a slow client reading a large reply after the backend closed costs no CPU while it waits" {
+	# 4 MiB is more than the sockets on the way can hold: mmproxy keeps
+	# bytes pending, with the backend's FIN in and its own side shut.
+	backend_start sink "$(port 1)" -R 4194304
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+
+	start_bg slow "$PPCLIENT" -1 -s 192.0.2.19:40000 -t request --half-close \
+		--read-after-ms 2500 -w 20 -o "$TEST_DIR/reply" "127.0.0.1:$(port 0)"
+	slow_pid=$BG_PID
+	wait_for_file_lines "$BACKEND_LOG" 1
+	child=$(children_of "$MMPROXY_PID")
+	[ -n "$child" ]
+	ticks_before=$(cpu_ticks "$child")
+	sleep 1
+	ticks_after=$(cpu_ticks "$child")
+	echo "child $child used $((ticks_after - ticks_before)) ticks while the client did not read"
+	[ $((ticks_after - ticks_before)) -le 5 ]
+
+	wait_for_exit "$slow_pid"
+	output=$(cat "$TEST_DIR/slow.out")
+	echo "$output"
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 4194304 ]
+	[ "$(field crc_received "$output")" = "$(field crc_sent "$(cat "$BACKEND_LOG")")" ]
+}

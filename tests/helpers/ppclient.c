@@ -51,6 +51,8 @@
  *   --expect N         close as soon as N bytes have come back
  * The server's EOF ends the connection as soon as the payload is out.
  * Other:
+ *   --read-after-ms MS read nothing from the server for MS milliseconds
+ *                      (a slow reader: the server's bytes pile up)
  *   -b ADDR[:PORT]     bind the load balancer's socket to this address first
  *   -o FILE            write the bytes received to FILE
  *   -w SECONDS         give up after SECONDS in all (default 30)
@@ -127,6 +129,7 @@ struct options {
 	const char *payload_text;
 	long hold_ms;
 	const char *hold_until;
+	long read_after_ms;
 	enum finish finish;
 	uint64_t expect;
 	int expect_set;
@@ -158,6 +161,7 @@ const char toolkit_synopsis[] =
     "                [--split-delay MS] [--with-payload] [-n "
     "BYTES|-f FILE|-t TEXT]\n"
     "                [-S SEED] [--hold-ms MS] [--hold-until FILE]\n"
+    "                [--read-after-ms MS]\n"
     "                [--half-close|--close|--reset] [--expect N] [-b "
     "ADDR[:PORT]]\n"
     "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] "
@@ -688,6 +692,7 @@ static void relay(struct session *session)
 	struct payload *payload = &session->payload;
 	enum { SENDING, HOLDING, DRAINING } phase = SENDING;
 	long long hold_end_ms = 0;
+	long long read_from_ms = toolkit_now_ms() + options.read_after_ms;
 
 	for (;;) {
 		if (payload_refill(payload) < 0) {
@@ -730,7 +735,9 @@ static void relay(struct session *session)
 		}
 
 		struct pollfd pfds[2] = {{.fd = session->fd}, {.fd = -1}};
-		if (!session->server_eof)
+		long long now = toolkit_now_ms();
+		int reading = now >= read_from_ms;
+		if (!session->server_eof && reading)
 			pfds[0].events |= POLLIN;
 		if (payload->end > payload->start)
 			pfds[0].events |= POLLOUT;
@@ -738,12 +745,13 @@ static void relay(struct session *session)
 			pfds[1].fd = payload->fd;
 			pfds[1].events = POLLIN;
 		}
-		long long now = toolkit_now_ms();
 		long long wait = session->deadline_ms - now;
 		if (wait <= 0) {
 			session->result.end = "timeout";
 			return;
 		}
+		if (!reading && read_from_ms - now < wait)
+			wait = read_from_ms - now;
 		if (phase == HOLDING) {
 			long long hold_wait =
 			    options.hold_until ? 20 : hold_end_ms - now;
@@ -757,7 +765,7 @@ static void relay(struct session *session)
 			session->result.end = "error";
 			return;
 		}
-		if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR))
+		if (reading && (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)))
 			if (receive(session) < 0)
 				return;
 		if (pfds[0].revents & (POLLOUT | POLLERR))
@@ -937,6 +945,7 @@ enum {
 	OPT_SPLIT_DELAY,
 	OPT_WITH_PAYLOAD,
 	OPT_HOLD_MS,
+	OPT_READ_AFTER_MS,
 	OPT_HOLD_UNTIL,
 	OPT_HALF_CLOSE,
 	OPT_CLOSE,
@@ -959,6 +968,7 @@ static const struct option long_options[] = {
     {"split-delay", required_argument, NULL, OPT_SPLIT_DELAY},
     {"with-payload", no_argument, NULL, OPT_WITH_PAYLOAD},
     {"hold-ms", required_argument, NULL, OPT_HOLD_MS},
+    {"read-after-ms", required_argument, NULL, OPT_READ_AFTER_MS},
     {"hold-until", required_argument, NULL, OPT_HOLD_UNTIL},
     {"half-close", no_argument, NULL, OPT_HALF_CLOSE},
     {"close", no_argument, NULL, OPT_CLOSE},
@@ -1081,6 +1091,10 @@ static void parse_options(int argc, char **argv)
 		case OPT_HOLD_MS:
 			options.hold_ms =
 			    (long)parse_number("--hold-ms", optarg, 86400000);
+			break;
+		case OPT_READ_AFTER_MS:
+			options.read_after_ms = (long)parse_number(
+			    "--read-after-ms", optarg, 86400000);
 			break;
 		case OPT_HOLD_UNTIL:
 			options.hold_until = optarg;
