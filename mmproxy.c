@@ -1027,11 +1027,11 @@ static int prepare_backend_socket(int fd, const struct connection *conn,
 	return 0;
 }
 
-/* The client's address, with its own port or, for --port-fallback, port 0. */
-static int bind_client_address(int fd, const struct connection *conn,
-			       bool any_port)
+/* Bind to addr, with its own port or, when any_port, one the kernel picks. */
+static int bind_address(int fd, const struct sockaddr_storage *addr,
+			bool any_port)
 {
-	struct sockaddr_storage source = conn->client_addr;
+	struct sockaddr_storage source = *addr;
 
 	if (any_port && source.ss_family == AF_INET)
 		((struct sockaddr_in *)&source)->sin_port = 0;
@@ -1086,7 +1086,8 @@ static int open_backend_socket(const struct connection *conn,
 		close(fd);
 		return SOCKET_FAILED;
 	}
-	if (conn->spoofed && bind_client_address(fd, conn, any_port) != 0) {
+	if (conn->spoofed &&
+	    bind_address(fd, &conn->client_addr, any_port) != 0) {
 		int saved_errno = errno;
 		close(fd);
 		errno = saved_errno;
@@ -1604,12 +1605,14 @@ static void stop_siblings(const struct listener *l)
 static void pause_accepting(struct listener *l, const char *why, int error)
 {
 	l->paused_until_ms = monotonic_ms() + ACCEPT_BACKOFF_MS;
-	if (rate_limit_allows(&l->accept_error_log, LOG_INTERVAL_S))
+	if (rate_limit_allows(&l->accept_error_log, LOG_INTERVAL_S)) {
 		log_msg(LOG_WARNING,
 			"%s: %s; pausing accept for %d ms (%u similar "
-			"messages held back)",
+			"messages held back since the last one)",
 			why, strerror(error), ACCEPT_BACKOFF_MS,
 			l->accept_error_log.suppressed);
+		l->accept_error_log.suppressed = 0;
+	}
 }
 
 /* The child side of a fork: it owns the connection and nothing else. */
@@ -2025,8 +2028,9 @@ static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
 }
 
+/* error: an errno value that says more, or 0. */
 static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
-			   const struct sockaddr_storage *lb)
+			   const struct sockaddr_storage *lb, int error)
 {
 	char lb_text[ADDRESS_TEXT_SIZE];
 
@@ -2034,11 +2038,13 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 	if (logger.verbosity >= LOG_LEVEL_ERRORS &&
 	    rate_limit_allows(&proxy->drop_log, LOG_INTERVAL_S))
 		log_msg(LOG_WARNING,
-			"udp: dropped a datagram from lb=%s: %s (dropped so "
-			"far: %llu not allowed, %llu bad header, %llu not "
+			"udp: dropped a datagram from lb=%s: %s%s%s%s (dropped "
+			"so far: %llu not allowed, %llu bad header, %llu not "
 			"DGRAM, %llu flow limit, %llu socket failure)",
 			format_address(lb, lb_text, sizeof lb_text),
-			udp_drop_reasons[reason],
+			udp_drop_reasons[reason], error ? ": " : "",
+			error ? strerror(error) : "",
+			error ? capability_hint(error) : "",
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_ALLOWED],
 			(unsigned long long)proxy->drops[UDP_DROP_BAD_HEADER],
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_DGRAM],
@@ -2046,7 +2052,15 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 			(unsigned long long)proxy->drops[UDP_DROP_FLOW_FAILED]);
 }
 
-/* The flow's socket: from the client's address when there is one, to the target. */
+/*
+ * The flow's socket: from the client's address when there is one, to the
+ * target. The same client seen through a second load balancer is a second
+ * flow, whose socket cannot share the first one's address and port: the
+ * kernel would hand every reply to one of the two. It takes a port the
+ * kernel picks instead, so the application sees the client's address with
+ * another port, and each load balancer gets its own replies. Returns the
+ * fd, or -1 with errno set.
+ */
 static int udp_open_flow_socket(const struct udp_proxy *proxy,
 				const struct udp_flow *flow)
 {
@@ -2062,10 +2076,9 @@ static int udp_open_flow_socket(const struct udp_proxy *proxy,
 			    family == AF_INET6 ? IPV6_TRANSPARENT
 					       : IP_TRANSPARENT,
 			    1) != 0 ||
-	     /* The same client through two load balancers: two flows. */
-	     set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0 ||
-	     bind(fd, (const struct sockaddr *)&flow->client_addr,
-		  address_length(&flow->client_addr)) != 0))
+	     (bind_address(fd, &flow->client_addr, false) != 0 &&
+	      (errno != EADDRINUSE ||
+	       bind_address(fd, &flow->client_addr, true) != 0))))
 		goto fail;
 	if (opts->mark_given &&
 	    set_int_option(fd, SOL_SOCKET, SO_MARK, (int)opts->mark) != 0)
@@ -2075,11 +2088,9 @@ static int udp_open_flow_socket(const struct udp_proxy *proxy,
 		goto fail;
 	return fd;
 fail:;
-	char client[ADDRESS_TEXT_SIZE];
-	log_error("udp flow from %s: %s%s",
-		  format_address(&flow->client_addr, client, sizeof client),
-		  strerror(errno), capability_hint(errno));
+	int saved_errno = errno;
 	close(fd);
+	errno = saved_errno;
 	return -1;
 }
 
@@ -2091,7 +2102,7 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	struct udp_flow *flow = proxy->free_flows;
 
 	if (flow == NULL) {
-		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb);
+		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb, 0);
 		return NULL;
 	}
 	proxy->free_flows = flow->hash_next;
@@ -2118,11 +2129,12 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	struct epoll_event event = {.events = EPOLLIN, .data.ptr = flow};
 	if (flow->fd < 0 || epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, flow->fd,
 				      &event) != 0) {
+		int error = errno;
 		if (flow->fd >= 0)
 			close(flow->fd);
 		flow->hash_next = proxy->free_flows;
 		proxy->free_flows = flow;
-		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb);
+		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb, error);
 		return NULL;
 	}
 	struct udp_flow **bucket = udp_bucket(proxy, &flow->lb_addr,
@@ -2150,12 +2162,12 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 
 	if (proxy->allowed &&
 	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
-		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb);
+		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
-		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb);
+		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb, 0);
 		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
@@ -2163,7 +2175,7 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
-		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb);
+		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
 		return NULL;
 	}
 	struct sockaddr_storage client = {.ss_family = AF_UNSPEC};

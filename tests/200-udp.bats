@@ -120,6 +120,40 @@ assert_dropped_then_good() {
 	grep -q 'udp flow open client=198\.51\.100\.2:40000 .* flows=2$' "$MMPROXY_LOG"
 }
 
+@test "one client seen through two load balancers: each load balancer gets its own replies" {
+	udp_backend_start "$(port 1)"
+	write_allowed_subnets "$ALLOWED_SUBNETS" 127.0.0.0/8
+	udp_mmproxy_start "$(port 0)" "$(port 1)"
+
+	# Two flows for 192.0.2.10:40000, one per load balancer, then each
+	# load balancer again: every reply must reach the one that asked.
+	for round in 1 2; do
+		for lb in 127.0.0.2 127.0.0.3; do
+			run udpclient -b "$lb:$(port 5)" -s 192.0.2.10:40000 -n 3 -w 5 \
+				"127.0.0.1:$(port 0)"
+			echo "round $round lb $lb: $output"
+			assert_all_replies 3
+		done
+	done
+	[ "$(grep -c 'udp flow open client=192\.0\.2\.10:40000 ' "$MMPROXY_LOG")" -eq 2 ]
+	# The backend sees the client's address from both; the second flow
+	# could not share the first one's port.
+	[ "$(backend_peers | cut -d: -f1 | sort -u)" = 192.0.2.10 ]
+	[ "$(backend_peers | sort -u | wc -l)" -eq 2 ]
+}
+
+@test "datagrams whose flow cannot be opened are dropped with rate-limited log lines, not one each" {
+	udp_backend_start "$(port 1)"
+	# The header names a destination this namespace has no route to.
+	udp_mmproxy_start "$(port 0)" "$(port 1)" --dynamic-destination -v 1
+
+	run udpclient -s 192.0.2.10:40000 -d 203.0.113.1:53 -n 100 -w 2 "127.0.0.1:$(port 0)"
+	echo "$output"
+	wait_for_log "$MMPROXY_LOG" "could not open the flow's socket: Network is unreachable"
+	[ "$(grep -c 'udp' "$MMPROXY_LOG")" -le 2 ]
+	[ ! -s "$BACKEND_LOG" ]
+}
+
 @test "500 clients at once each keep their own source address and all replies come back" {
 	udp_backend_start "$(port 1)"
 	udp_mmproxy_start "$(port 0)" "$(port 1)"
