@@ -223,8 +223,9 @@ static const char help_text[] =
 	"  -q, --quiet              the same as -v 0\n"
 	"  -p tcp|udp               protocol (default tcp)\n"
 	"  --listeners N            accept processes on SO_REUSEPORT sockets (default 1)\n"
-	"  --max-connections N      live connections at most, shared among the\n"
-	"                           listeners; more wait in the backlog (default 0: no cap)\n"
+	"  --max-connections N      live connections at most; more wait in the\n"
+	"                           backlog (default 0: no cap); with --listeners,\n"
+	"                           each accept process allows N/listeners, rounded up\n"
 	"  --header-timeout S       wait this long for the PROXY header (default 5)\n"
 	"  --connect-timeout S      wait this long for the target (default 5)\n"
 	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
@@ -1023,7 +1024,8 @@ static int prepare_backend_socket(int fd, const struct connection *conn,
 			  strerror(errno), capability_hint(errno));
 		return -1;
 	}
-	set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	/* Only a latency hint: a failure changes nothing that matters. */
+	(void)set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 	return 0;
 }
 
@@ -1146,7 +1148,9 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 			log_error("bind %s: %s%s", client, strerror(errno),
 				  capability_hint(errno));
 		if (fd < 0) {
-			conn->end = END_BIND_FAILED;
+			/* Not the client's doing: exit 1, so it shows. */
+			conn->end = fd == BIND_FAILED ? END_BIND_FAILED
+						      : END_ERROR;
 			return -1;
 		}
 		int error = connect_to_target(fd, conn, opts);
@@ -1631,7 +1635,8 @@ run_connection_child(struct listener *l, int client_fd,
 	 */
 	sigemptyset(&only_interrupt);
 	sigaddset(&only_interrupt, SIGINT);
-	sigprocmask(SIG_SETMASK, &only_interrupt, NULL);
+	if (sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
+		_exit(EXIT_SYSTEM);
 	_exit(handle_connection(client_fd, peer, opts, allowed));
 }
 
@@ -1752,7 +1757,8 @@ static int run_standalone(const struct options *opts,
 			die(EXIT_SYSTEM, "fork: %s", strerror(errno));
 		if (pids[i - 1] == 0) {
 			/* An accept process goes when the first one goes. */
-			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+				die(EXIT_SYSTEM, "prctl: %s", strerror(errno));
 			for (unsigned j = 0; j < count; j++)
 				if (j != i)
 					close(fds[j]);
@@ -1826,7 +1832,8 @@ static void protect_standard_fds(void)
 		if (null_fd < 0)
 			_exit(EXIT_SYSTEM);
 		if (null_fd != fd) {
-			dup2(null_fd, fd);
+			if (dup2(null_fd, fd) < 0)
+				_exit(EXIT_SYSTEM);
 			close(null_fd);
 		}
 		if (fd == STDERR_FILENO)
@@ -2481,7 +2488,8 @@ int main(int argc, char **argv)
 		(activated_fd >= 0 ? !is_listening_socket(activated_fd)
 				   : opts.force_inetd ||
 					     (!opts.listen_given &&
-					      is_connected_stream_socket(0)));
+					      is_connected_stream_socket(0) &&
+					      is_network_socket(0)));
 
 	if (opts.subnets_path != NULL) {
 		load_allowed_subnets(opts.subnets_path, &table);
