@@ -836,6 +836,109 @@ static int consume_header(int fd, uint8_t *buffer, size_t header_len)
 	return 0;
 }
 
+/* Where reading the header stands after one look at the socket. */
+enum header_step {
+	HEADER_DONE,   /* complete and consumed */
+	HEADER_FAILED, /* conn->end says why */
+	HEADER_WAIT,   /* a piece is missing: wait for more bytes */
+	HEADER_AGAIN,  /* look again at once (EINTR, a bigger buffer) */
+};
+
+struct header_reader {
+	uint8_t *buffer;
+	size_t capacity;
+	bool heap_buffer;
+	bool seen_bytes;   /* the load balancer sent something */
+	bool peer_closed;  /* and will send nothing more */
+	bool lowat_raised; /* SO_RCVLOWAT must go back to 1 */
+};
+
+/* Judge the len bytes peeked so far. */
+static enum header_step judge_header_bytes(struct connection *conn,
+					   struct header_reader *reader,
+					   size_t len, struct proxyhdr *header)
+{
+	enum proxyhdr_error error = PROXYHDR_OK;
+
+	switch (proxyhdr_parse(reader->buffer, len, header, &error)) {
+	case PROXYHDR_COMPLETE:
+		/* Until the relay says otherwise, a failure is ours. */
+		conn->end = END_ERROR;
+		return consume_header(conn->lb_fd, reader->buffer,
+				      header->header_len) == 0
+			       ? HEADER_DONE
+			       : HEADER_FAILED;
+	case PROXYHDR_INVALID:
+		log_header_problem(conn, error, reader->buffer, len);
+		conn->end = error == PROXYHDR_ENOT_PROXY ? END_NO_HEADER
+							 : END_BAD_HEADER;
+		return HEADER_FAILED;
+	case PROXYHDR_NEED_MORE:
+		break;
+	}
+	if (reader->peer_closed) {
+		conn->end = END_HEADER_TRUNCATED;
+		return HEADER_FAILED;
+	}
+	if (len == reader->capacity && !reader->heap_buffer) {
+		/* Only a v2 header with large TLVs gets here. */
+		reader->buffer = malloc(PROXYHDR_MAX_LEN);
+		if (reader->buffer == NULL) {
+			conn->end = END_ERROR;
+			return HEADER_FAILED;
+		}
+		reader->heap_buffer = true;
+		reader->capacity = PROXYHDR_MAX_LEN;
+		return HEADER_AGAIN;
+	}
+	if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
+			   (int)len + 1) != 0) {
+		conn->end = END_ERROR;
+		return HEADER_FAILED;
+	}
+	reader->lowat_raised = true;
+	return HEADER_WAIT;
+}
+
+/* Peek at what has arrived and judge it. */
+static enum header_step examine_header(struct connection *conn,
+				       struct header_reader *reader,
+				       struct proxyhdr *header)
+{
+	ssize_t n = recv(conn->lb_fd, reader->buffer, reader->capacity,
+			 MSG_PEEK);
+
+	if (n < 0 && errno == EINTR)
+		return HEADER_AGAIN;
+	if (n < 0 && errno == EAGAIN)
+		return HEADER_WAIT;
+	if (n == 0 || (n < 0 && errno == ECONNRESET && !reader->seen_bytes)) {
+		/* Connect and close, or reset, with nothing sent: a check. */
+		conn->end = END_HEALTH;
+		return HEADER_FAILED;
+	}
+	if (n < 0) {
+		conn->end = errno == ECONNRESET ? END_CLIENT_RESET : END_ERROR;
+		return HEADER_FAILED;
+	}
+	reader->seen_bytes = true;
+	return judge_header_bytes(conn, reader, (size_t)n, header);
+}
+
+static void log_header_wait_end(const struct connection *conn,
+				const struct options *opts)
+{
+	char lb[ADDRESS_TEXT_SIZE];
+
+	format_address(&conn->lb_addr, lb, sizeof lb);
+	if (conn->end == END_HEADER_TIMEOUT)
+		log_error("lb=%s: no complete PROXY header after %d s", lb,
+			  opts->header_timeout_ms / 1000);
+	else if (conn->end == END_HEADER_TRUNCATED)
+		log_error("lb=%s: closed in the middle of the PROXY header",
+			  lb);
+}
+
 /*
  * Read the PROXY header, however it is split, within the header timeout.
  * We peek, so nothing is taken from the socket until the parser has the
@@ -853,91 +956,30 @@ static int read_proxy_header(struct connection *conn,
 	 * get a heap buffer instead.
 	 */
 	uint8_t first_buffer[640];
-	uint8_t *buffer = first_buffer;
-	size_t capacity = sizeof first_buffer;
+	struct header_reader reader = {.buffer = first_buffer,
+				       .capacity = sizeof first_buffer};
 	int64_t deadline_ms = conn->start_ms + opts->header_timeout_ms;
-	bool peer_closed = false, lowat_raised = false, seen_bytes = false;
-	int result = -1;
+	enum header_step step;
 
-	for (;;) {
-		ssize_t n = recv(conn->lb_fd, buffer, capacity, MSG_PEEK);
-		if (n < 0 && errno == EINTR)
+	while ((step = examine_header(conn, &reader, header)) != HEADER_DONE &&
+	       step != HEADER_FAILED) {
+		if (step == HEADER_AGAIN)
 			continue;
-		if (n == 0) {
-			/* A TCP health check: connect and close. */
-			conn->end = END_HEALTH;
-			break;
-		}
-		if (n < 0 && errno != EAGAIN) {
-			/* Connect and reset with nothing sent: a health check. */
-			conn->end = errno != ECONNRESET ? END_ERROR
-				    : seen_bytes    ? END_CLIENT_RESET
-						    : END_HEALTH;
-			break;
-		}
-		if (n > 0) {
-			seen_bytes = true;
-			enum proxyhdr_error error = PROXYHDR_OK;
-			enum proxyhdr_status status =
-				proxyhdr_parse(buffer, (size_t)n, header, &error);
-			if (status == PROXYHDR_COMPLETE) {
-				result = consume_header(conn->lb_fd, buffer,
-							header->header_len);
-				conn->end = END_ERROR;
-				break;
-			}
-			if (status == PROXYHDR_INVALID) {
-				log_header_problem(conn, error, buffer,
-						   (size_t)n);
-				conn->end = error == PROXYHDR_ENOT_PROXY
-						    ? END_NO_HEADER
-						    : END_BAD_HEADER;
-				break;
-			}
-			if (peer_closed) {
-				conn->end = END_HEADER_TRUNCATED;
-				break;
-			}
-			if ((size_t)n == capacity && buffer == first_buffer) {
-				/* Only a v2 header with large TLVs gets here. */
-				buffer = malloc(PROXYHDR_MAX_LEN);
-				if (buffer == NULL) {
-					conn->end = END_ERROR;
-					break;
-				}
-				capacity = PROXYHDR_MAX_LEN;
-				continue;
-			}
-			if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
-					   (int)n + 1) != 0) {
-				conn->end = END_ERROR;
-				break;
-			}
-			lowat_raised = true;
-		}
 		int ready = wait_for_more_header(conn->lb_fd, deadline_ms,
-						 &peer_closed);
+						 &reader.peer_closed);
 		if (ready <= 0) {
 			conn->end = ready == 0 ? END_HEADER_TIMEOUT : END_ERROR;
+			step = HEADER_FAILED;
 			break;
 		}
 	}
-	if (lowat_raised &&
+	if (reader.lowat_raised &&
 	    set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT, 1) != 0)
-		result = -1;
-	if (buffer != first_buffer)
-		free(buffer);
-	if (conn->end == END_HEADER_TIMEOUT) {
-		char lb[ADDRESS_TEXT_SIZE];
-		log_error("lb=%s: no complete PROXY header after %d s",
-			  format_address(&conn->lb_addr, lb, sizeof lb),
-			  opts->header_timeout_ms / 1000);
-	} else if (conn->end == END_HEADER_TRUNCATED) {
-		char lb[ADDRESS_TEXT_SIZE];
-		log_error("lb=%s: closed in the middle of the PROXY header",
-			  format_address(&conn->lb_addr, lb, sizeof lb));
-	}
-	return result;
+		step = HEADER_FAILED;
+	if (reader.heap_buffer)
+		free(reader.buffer);
+	log_header_wait_end(conn, opts);
+	return step == HEADER_DONE ? 0 : -1;
 }
 
 /* ::ffff:a.b.c.d as the IPv4 address it stands for; anything else unchanged. */

@@ -296,3 +296,18 @@ conn_line() {
 	[ "$(field received "$output")" = 4194304 ]
 	[ "$(field crc_received "$output")" = "$(field crc_sent "$(cat "$BACKEND_LOG")")" ]
 }
+
+@test "a v2 header with 60,000 bytes of TLVs, split across segments, is read whole and the payload after it arrives intact" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+
+	# One NOOP TLV (type 0x04) of 60,000 zero bytes: far past the first
+	# buffer, so the header is peeked again into a bigger one.
+	tlv="04ea60$(printf '%0120000d' 0)"
+	run ppclient -2 -s 192.0.2.18:40000 --tlv "$tlv" --split 16384 --split-delay 50 \
+		-n 100000 --half-close -w 20 "127.0.0.1:$(port 0)"
+	echo "$output"
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 100000 ]
+	wait_for_log "$BACKEND_LOG" "^peer=192\.0\.2\.18:40000 .* bytes=100000 crc=$(field crc_sent "$output") "
+}

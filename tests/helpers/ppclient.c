@@ -113,7 +113,7 @@ struct options {
 	int unknown;
 	int crc32c;
 	int bad_crc32c;
-	uint8_t tlvs[4096];
+	uint8_t tlvs[65000]; /* v2 len is 16 bits: room for the address block */
 	size_t tlvs_len;
 	enum header_kind header_kind;
 	uint8_t raw_header[PROXYHDR_MAX_LEN];
