@@ -46,6 +46,7 @@
 #   children_of PID               PIDs whose parent is PID, one a line
 #   fd_count PID                  how many fds PID has open
 #   cpu_ticks PID                 user + system CPU time of PID, in ticks
+#   cpu_ticks_during PID SECONDS  ticks PID uses over the next SECONDS
 #   field NAME LINE               the value of NAME=VALUE in LINE
 #   write_allowed_subnets FILE [CIDR...]   default 127.0.0.1/32 and ::1/128
 #   backend_start MODE PORT [BACKEND OPTIONS...]
@@ -181,6 +182,14 @@ cpu_ticks() {
 	# shellcheck disable=SC2086
 	set -- $stat
 	echo $((${12} + ${13}))
+}
+
+cpu_ticks_during() {
+	local before after
+	before=$(cpu_ticks "$1") || return 1
+	sleep "$2"
+	after=$(cpu_ticks "$1") || return 1
+	echo $((after - before))
 }
 
 fd_count() {
