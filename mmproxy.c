@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1939,7 +1940,9 @@ struct udp_proxy {
 	int epoll_fd;
 	int signal_fd;
 	struct udp_flow *flow_pool; /* max_flows entries, reserved up front */
-	struct udp_flow *free_flows;
+	unsigned flows_handed_out;  /* pool entries used at least once */
+	struct udp_flow *free_flows; /* closed flows, for reuse */
+	uint32_t hash_seed;
 	struct udp_flow **buckets;
 	size_t bucket_mask;
 	struct udp_flow *idle_head; /* least recently active */
@@ -1986,7 +1989,7 @@ static struct udp_flow **udp_bucket(struct udp_proxy *proxy,
 				    const struct sockaddr_storage *lb,
 				    const struct sockaddr_storage *client)
 {
-	uint32_t hash = hash_address(hash_address(2166136261u, lb), client);
+	uint32_t hash = hash_address(hash_address(proxy->hash_seed, lb), client);
 	return &proxy->buckets[hash & proxy->bucket_mask];
 }
 
@@ -2053,6 +2056,29 @@ static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
 		proxy->live_flows);
 }
 
+/*
+ * A flow entry: a closed one if any, else the next never-used one of the
+ * pool, so the pool's pages are touched only as the flow count grows.
+ */
+static struct udp_flow *udp_take_flow(struct udp_proxy *proxy)
+{
+	struct udp_flow *flow = proxy->free_flows;
+
+	if (flow != NULL) {
+		proxy->free_flows = flow->hash_next;
+		return flow;
+	}
+	if (proxy->flows_handed_out < proxy->opts->max_flows)
+		return &proxy->flow_pool[proxy->flows_handed_out++];
+	return NULL;
+}
+
+static void udp_release_flow(struct udp_proxy *proxy, struct udp_flow *flow)
+{
+	flow->hash_next = proxy->free_flows;
+	proxy->free_flows = flow;
+}
+
 static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 			   const char *why)
 {
@@ -2066,8 +2092,7 @@ static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 	close(flow->fd); /* also removes it from the epoll set */
 	proxy->live_flows--;
 	udp_log_flow(why, proxy, flow);
-	flow->hash_next = proxy->free_flows;
-	proxy->free_flows = flow;
+	udp_release_flow(proxy, flow);
 }
 
 static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
@@ -2148,13 +2173,12 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 				      const struct proxyhdr *header,
 				      int64_t now_ms)
 {
-	struct udp_flow *flow = proxy->free_flows;
+	struct udp_flow *flow = udp_take_flow(proxy);
 
 	if (flow == NULL) {
 		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb, 0);
 		return NULL;
 	}
-	proxy->free_flows = flow->hash_next;
 	memset(flow, 0, sizeof *flow);
 	flow->lb_addr = *lb;
 	if (header->command == PROXYHDR_CMD_PROXY &&
@@ -2181,8 +2205,7 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 		int error = errno;
 		if (flow->fd >= 0)
 			close(flow->fd);
-		flow->hash_next = proxy->free_flows;
-		proxy->free_flows = flow;
+		udp_release_flow(proxy, flow);
 		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb, error);
 		return NULL;
 	}
@@ -2389,10 +2412,10 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
 	if (!proxy->flow_pool || !proxy->buckets || !proxy->buffers)
 		return -1;
-	for (unsigned i = opts->max_flows; i > 0; i--) {
-		proxy->flow_pool[i - 1].hash_next = proxy->free_flows;
-		proxy->free_flows = &proxy->flow_pool[i - 1];
-	}
+	/* Flooding one hash chain must take more than knowing FNV-1a. */
+	if (getrandom(&proxy->hash_seed, sizeof proxy->hash_seed, 0) !=
+	    sizeof proxy->hash_seed)
+		return -1;
 	listener_signal_set(&signals);
 	proxy->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
 	proxy->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
