@@ -62,8 +62,11 @@ tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h
 tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c $(CFLAGS) $(LDFLAGS)
 
-tests/fuzz/fuzz_proxyhdr: tests/fuzz/fuzz_proxyhdr.c proxyhdr.c proxyhdr.h
-	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ tests/fuzz/fuzz_proxyhdr.c proxyhdr.c
+tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c $(CFLAGS) $(LDFLAGS)
+
+tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c %.c %.h
+	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $*.c
 
 # The test and benchmark tools share tests/helpers/toolkit.c.
 TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
@@ -74,16 +77,19 @@ tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
 
-test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr $(HELPERS) $(BENCH)
+test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr tests/fuzz/replay_subnets $(HELPERS) $(BENCH)
 
 test:
 	$(MAKE) WERROR=1 test-programs
 	tests/run
 
-fuzz: tests/fuzz/fuzz_proxyhdr
-	mkdir -p tests/fuzz/work
+# FUZZ_SECONDS for each harness; new inputs land in tests/fuzz/work*.
+fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets
+	mkdir -p tests/fuzz/work tests/fuzz/work-subnets
 	tests/fuzz/fuzz_proxyhdr -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-dict=tests/fuzz/proxyhdr.dict tests/fuzz/work tests/fuzz/corpus
+	tests/fuzz/fuzz_subnets -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
+		tests/fuzz/work-subnets tests/fuzz/subnets-corpus
 
 bench: mmproxy $(BENCH)
 	tests/bench/run
@@ -98,5 +104,6 @@ format:
 
 clean:
 	rm -f mmproxy mmproxy-asan *.o $(UNIT_TESTS) $(HELPERS) $(BENCH) \
-		tests/fuzz/fuzz_proxyhdr tests/fuzz/replay_proxyhdr
-	rm -rf tests/fuzz/work
+		tests/fuzz/fuzz_proxyhdr tests/fuzz/replay_proxyhdr \
+		tests/fuzz/fuzz_subnets tests/fuzz/replay_subnets
+	rm -rf tests/fuzz/work tests/fuzz/work-subnets

@@ -9,3 +9,10 @@
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"replayed "* ]]
 }
+
+@test "every input in the kept subnets fuzz corpus passes the subnet parser's property checks" {
+	run "$BATS_TEST_DIRNAME/fuzz/replay_subnets" "$BATS_TEST_DIRNAME/fuzz/subnets-corpus"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"replayed "* ]]
+}
