@@ -1898,10 +1898,24 @@ static void protect_standard_fds(void)
  * last activity: since every flow has the same idle limit, that order is
  * also expiry order, so expiring never scans a live flow.
  */
+/* Room for one IP_PKTINFO or IPV6_PKTINFO control message. */
+#define UDP_CONTROL_SIZE CMSG_SPACE(sizeof(struct in6_pktinfo))
+
 struct udp_flow {
 	struct sockaddr_storage lb_addr;
 	struct sockaddr_storage client_addr; /* AF_UNSPEC for LOCAL/UNSPEC */
 	struct sockaddr_storage target_addr;
+	/*
+	 * For replies: the address the load balancer sent to, as a PKTINFO
+	 * control message. On a socket bound to 0.0.0.0 or [::] the route
+	 * would otherwise pick the source, and a load balancer whose socket
+	 * is connected to the address it used drops replies from another.
+	 */
+	union {
+		struct cmsghdr align;
+		uint8_t bytes[UDP_CONTROL_SIZE];
+	} reply_control;
+	size_t reply_control_len;
 	int fd;
 	int64_t last_active_ms;
 	struct udp_flow *hash_next;
@@ -1956,6 +1970,10 @@ struct udp_proxy {
 	struct mmsghdr messages[UDP_BATCH];
 	struct iovec iovecs[UDP_BATCH];
 	struct sockaddr_storage sources[UDP_BATCH];
+	union {
+		struct cmsghdr align;
+		uint8_t bytes[UDP_CONTROL_SIZE];
+	} controls[UDP_BATCH];
 	/* Forwarding batch: payloads inside the receive buffers. */
 	struct mmsghdr send_messages[UDP_BATCH];
 	struct iovec send_iovecs[UDP_BATCH];
@@ -2303,6 +2321,45 @@ static void udp_setup_batch(struct udp_proxy *proxy, bool with_sources)
 			proxy->messages[i].msg_hdr.msg_name = &proxy->sources[i];
 			proxy->messages[i].msg_hdr.msg_namelen =
 				sizeof proxy->sources[i];
+			proxy->messages[i].msg_hdr.msg_control =
+				proxy->controls[i].bytes;
+			proxy->messages[i].msg_hdr.msg_controllen =
+				sizeof proxy->controls[i].bytes;
+		}
+	}
+}
+
+/*
+ * Keep the address this datagram was sent to, as the control message that
+ * makes replies leave from it. The latest datagram wins, as for lb_addr.
+ */
+static void udp_note_local_address(struct udp_flow *flow,
+				   struct msghdr *received)
+{
+	for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(received); cmsg;
+	     cmsg = CMSG_NXTHDR(received, cmsg)) {
+		struct cmsghdr *reply = &flow->reply_control.align;
+		if (cmsg->cmsg_level == IPPROTO_IP &&
+		    cmsg->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo info;
+			memcpy(&info, CMSG_DATA(cmsg), sizeof info);
+			/* Reply from the destination, on any interface. */
+			struct in_pktinfo out = {.ipi_spec_dst = info.ipi_addr};
+			reply->cmsg_level = IPPROTO_IP;
+			reply->cmsg_type = IP_PKTINFO;
+			reply->cmsg_len = CMSG_LEN(sizeof out);
+			memcpy(CMSG_DATA(reply), &out, sizeof out);
+			flow->reply_control_len = CMSG_SPACE(sizeof out);
+		} else if (cmsg->cmsg_level == IPPROTO_IPV6 &&
+			   cmsg->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo info;
+			memcpy(&info, CMSG_DATA(cmsg), sizeof info);
+			struct in6_pktinfo out = {.ipi6_addr = info.ipi6_addr};
+			reply->cmsg_level = IPPROTO_IPV6;
+			reply->cmsg_type = IPV6_PKTINFO;
+			reply->cmsg_len = CMSG_LEN(sizeof out);
+			memcpy(CMSG_DATA(reply), &out, sizeof out);
+			flow->reply_control_len = CMSG_SPACE(sizeof out);
 		}
 	}
 }
@@ -2331,6 +2388,7 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 		run_flow = flow;
 		if (flow == NULL)
 			continue;
+		udp_note_local_address(flow, &proxy->messages[i].msg_hdr);
 		struct iovec *payload = &proxy->send_iovecs[run_length];
 		payload->iov_base = datagram + header_len;
 		payload->iov_len = len - header_len;
@@ -2379,6 +2437,10 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 			proxy->iovecs[i].iov_len = proxy->messages[i].msg_len;
 			msg->msg_name = &flow->lb_addr;
 			msg->msg_namelen = address_length(&flow->lb_addr);
+			if (flow->reply_control_len > 0) {
+				msg->msg_control = flow->reply_control.bytes;
+				msg->msg_controllen = flow->reply_control_len;
+			}
 		}
 		if (count > 0 &&
 		    sendmmsg(proxy->listen_fd, proxy->messages,
@@ -2431,6 +2493,20 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 			   UDP_RECEIVE_BUFFER) != 0)
 		set_int_option(listen_fd, SOL_SOCKET, SO_RCVBUF,
 			       UDP_RECEIVE_BUFFER);
+	/*
+	 * Each datagram's destination address, for the replies' source. An
+	 * IPv6 socket reports IPv4 datagrams as IPV6_PKTINFO with a mapped
+	 * address, and takes it back the same way.
+	 */
+	struct sockaddr_storage local;
+	socklen_t local_len = sizeof local;
+	if (getsockname(listen_fd, (struct sockaddr *)&local, &local_len) != 0)
+		return -1;
+	if (local.ss_family == AF_INET6
+		    ? set_int_option(listen_fd, IPPROTO_IPV6, IPV6_RECVPKTINFO,
+				     1) != 0
+		    : set_int_option(listen_fd, IPPROTO_IP, IP_PKTINFO, 1) != 0)
+		return -1;
 	/* data.ptr NULL marks the listening socket, the proxy itself the signals. */
 	struct epoll_event listen_event = {.events = EPOLLIN, .data.ptr = NULL};
 	struct epoll_event signal_event = {.events = EPOLLIN, .data.ptr = proxy};

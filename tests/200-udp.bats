@@ -154,6 +154,32 @@ assert_dropped_then_good() {
 	[ ! -s "$BACKEND_LOG" ]
 }
 
+@test "listening on 0.0.0.0, replies leave from the address the load balancer sent to" {
+	udp_backend_start "$(port 1)"
+	mmproxy_start -p udp -l "0.0.0.0:$(port 0)" -4 "127.0.0.1:$(port 1)" \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 2
+	wait_for_listen "$(port 0)" udp
+
+	# udpclient's socket is connected to 127.0.0.5: a reply from the
+	# route's own choice of source (127.0.0.1) would never reach it.
+	run udpclient -s 192.0.2.10:40000 -n 3 -w 5 "127.0.0.5:$(port 0)"
+	assert_all_replies 3
+}
+
+@test "listening on [::], replies to IPv4 and IPv6 load balancers leave from the address each sent to" {
+	udp_backend_start "$(port 1)"
+	netns_exec ip -6 addr add 2001:db8::5/128 dev lo
+	write_allowed_subnets "$ALLOWED_SUBNETS" 127.0.0.1/32 ::1/128
+	mmproxy_start -p udp -l "[::]:$(port 0)" -4 "127.0.0.1:$(port 1)" -6 "[::1]:$(port 1)" \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 2
+	wait_for_listen "$(port 0)" udp
+
+	run udpclient -s 192.0.2.10:40000 -n 3 -w 5 "127.0.0.5:$(port 0)"
+	assert_all_replies 3
+	run udpclient -b "[::1]" -s "[2001:db8::10]:40000" -n 3 -w 5 "[2001:db8::5]:$(port 0)"
+	assert_all_replies 3
+}
+
 @test "500 clients at once each keep their own source address and all replies come back" {
 	udp_backend_start "$(port 1)"
 	udp_mmproxy_start "$(port 0)" "$(port 1)"
