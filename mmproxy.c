@@ -877,12 +877,12 @@ static enum header_step judge_header_bytes(struct connection *conn,
 	case PROXYHDR_NEED_MORE:
 		break;
 	}
-	if (reader->peer_closed) {
-		conn->end = END_HEADER_TRUNCATED;
-		return HEADER_FAILED;
-	}
 	if (len == reader->capacity && !reader->heap_buffer) {
-		/* Only a v2 header with large TLVs gets here. */
+		/*
+		 * Only a v2 header with large TLVs gets here. Look again with
+		 * room for any header before deciding anything, even when the
+		 * peer has closed: the rest may well be in the socket.
+		 */
 		reader->buffer = malloc(PROXYHDR_MAX_LEN);
 		if (reader->buffer == NULL) {
 			conn->end = END_ERROR;
@@ -891,6 +891,10 @@ static enum header_step judge_header_bytes(struct connection *conn,
 		reader->heap_buffer = true;
 		reader->capacity = PROXYHDR_MAX_LEN;
 		return HEADER_AGAIN;
+	}
+	if (reader->peer_closed) {
+		conn->end = END_HEADER_TRUNCATED;
+		return HEADER_FAILED;
 	}
 	if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
 			   (int)len + 1) != 0) {
@@ -1034,11 +1038,18 @@ static void choose_endpoints(struct connection *conn,
 						    : opts->target6;
 }
 
+/*
+ * IP_TRANSPARENT and SO_MARK fail with EPERM without CAP_NET_ADMIN; a bind
+ * to a port below 1024 (a client's source port) fails with EACCES without
+ * CAP_NET_BIND_SERVICE, which IP_TRANSPARENT does not stand in for.
+ */
 static const char *capability_hint(int error)
 {
-	return error == EPERM || error == EACCES
-		       ? " (mmproxy needs CAP_NET_ADMIN for this)"
-		       : "";
+	if (error == EPERM)
+		return " (mmproxy needs CAP_NET_ADMIN for this)";
+	if (error == EACCES)
+		return " (a port below 1024 needs CAP_NET_BIND_SERVICE)";
+	return "";
 }
 
 /* Options that must be on the backend socket before bind(). */
@@ -1156,14 +1167,16 @@ static int connect_to_target(int fd, const struct connection *conn,
  * With --port-fallback, a client port that is taken here gets a second try
  * from an ephemeral port: taken by a listening socket, bind() says
  * EADDRINUSE; taken by a live connection to the same target (the same
- * 4-tuple), connect() says EADDRNOTAVAIL.
+ * 4-tuple), connect() says EADDRNOTAVAIL; below 1024 without
+ * CAP_NET_BIND_SERVICE, bind() says EACCES.
  */
 static bool should_retry_with_any_port(const struct connection *conn,
 				       const struct options *opts,
 				       bool any_port, int error)
 {
 	return conn->spoofed && opts->port_fallback && !any_port &&
-	       (error == EADDRINUSE || error == EADDRNOTAVAIL);
+	       (error == EADDRINUSE || error == EADDRNOTAVAIL ||
+		error == EACCES);
 }
 
 static int connect_backend(struct connection *conn, const struct options *opts)
@@ -1191,7 +1204,8 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 			log_error("bind %s: %s%s", client, strerror(errno),
 				  capability_hint(errno));
 		if (fd < 0) {
-			/* Not the client's doing: exit 1, so it shows. */
+			/* A socket we cannot set up is not the client's
+			 * doing: end=error, exit 1, so it shows. */
 			conn->end = fd == BIND_FAILED ? END_BIND_FAILED
 						      : END_ERROR;
 			return -1;
@@ -1706,10 +1720,12 @@ static void accept_connections(struct listener *l, const struct options *opts,
 			return;
 		}
 		/*
-		 * _Fork(), not fork(): we are single-threaded, so glibc's
-		 * fork-time locking of malloc and stdio is not needed, and
-		 * it writes libc pages after every fork, which turns each
-		 * child's copy of them private (16 KiB more per connection).
+		 * _Fork(), not fork(): it skips the atfork handlers and the
+		 * resets of glibc's internal locks and thread stacks, whose
+		 * writes to libc pages after every fork would turn each
+		 * child's copy of those pages private (16 KiB more per
+		 * connection). Safe only while this process never has a
+		 * second thread: no lock can be held at the fork.
 		 */
 		pid_t pid = _Fork();
 		if (pid == 0)
@@ -1794,6 +1810,7 @@ static int run_standalone(const struct options *opts,
 		die(EXIT_SYSTEM, "calloc: %s", strerror(errno));
 	for (unsigned i = 0; i < count; i++)
 		fds[i] = open_listener(opts, count > 1);
+	pid_t first_pid = getpid();
 	for (unsigned i = 1; i < count; i++) {
 		pids[i - 1] = fork();
 		if (pids[i - 1] < 0)
@@ -1802,6 +1819,9 @@ static int run_standalone(const struct options *opts,
 			/* An accept process goes when the first one goes. */
 			if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
 				die(EXIT_SYSTEM, "prctl: %s", strerror(errno));
+			/* The first may have gone before prctl() took effect. */
+			if (getppid() != first_pid)
+				_exit(0);
 			for (unsigned j = 0; j < count; j++)
 				if (j != i)
 					close(fds[j]);
@@ -1965,6 +1985,7 @@ struct udp_proxy {
 	int64_t idle_limit_ms;
 	uint64_t drops[UDP_DROP_COUNT];
 	struct rate_limit drop_log;
+	struct rate_limit send_error_log;
 	/* Receive batch: one buffer per datagram, allocated once. */
 	uint8_t *buffers;
 	struct mmsghdr messages[UDP_BATCH];
@@ -2150,8 +2171,9 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
  * flow, whose socket cannot share the first one's address and port: the
  * kernel would hand every reply to one of the two. It takes a port the
  * kernel picks instead, so the application sees the client's address with
- * another port, and each load balancer gets its own replies. Returns the
- * fd, or -1 with errno set.
+ * another port, and each load balancer gets its own replies. So does a
+ * port below 1024 without CAP_NET_BIND_SERVICE. Returns the fd, or -1 with
+ * errno set.
  */
 static int udp_open_flow_socket(const struct udp_proxy *proxy,
 				const struct udp_flow *flow)
@@ -2169,7 +2191,7 @@ static int udp_open_flow_socket(const struct udp_proxy *proxy,
 					       : IP_TRANSPARENT,
 			    1) != 0 ||
 	     (bind_address(fd, &flow->client_addr, false) != 0 &&
-	      (errno != EADDRINUSE ||
+	      ((errno != EADDRINUSE && errno != EACCES) ||
 	       bind_address(fd, &flow->client_addr, true) != 0))))
 		goto fail;
 	if (opts->mark_given &&
@@ -2284,9 +2306,22 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	return flow;
 }
 
+/* A failed send, logged at most once an interval. */
+static void udp_log_send_error(struct udp_proxy *proxy, const char *what,
+			       int error)
+{
+	if (logger.verbosity >= LOG_LEVEL_ERRORS &&
+	    rate_limit_allows(&proxy->send_error_log, LOG_INTERVAL_S)) {
+		log_msg(LOG_WARNING, "udp %s: %s (%u similar messages held "
+				     "back since the last one)",
+			what, strerror(error), proxy->send_error_log.suppressed);
+		proxy->send_error_log.suppressed = 0;
+	}
+}
+
 /* Send the payloads gathered for one flow with one system call. */
-static void udp_send_payloads(struct udp_flow *flow, struct mmsghdr *messages,
-			      unsigned count)
+static void udp_send_payloads(struct udp_proxy *proxy, struct udp_flow *flow,
+			      struct mmsghdr *messages, unsigned count)
 {
 	unsigned sent = 0;
 
@@ -2297,8 +2332,8 @@ static void udp_send_payloads(struct udp_flow *flow, struct mmsghdr *messages,
 		if (n <= 0) {
 			/* ECONNREFUSED: an earlier datagram found no listener. */
 			if (errno != EAGAIN && errno != ECONNREFUSED)
-				log_error("udp send to the target: %s",
-					  strerror(errno));
+				udp_log_send_error(proxy, "send to the target",
+						   errno);
 			/* This datagram is lost, as UDP allows; not the rest. */
 			sent++;
 			continue;
@@ -2343,8 +2378,13 @@ static void udp_note_local_address(struct udp_flow *flow,
 		    cmsg->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo info;
 			memcpy(&info, CMSG_DATA(cmsg), sizeof info);
-			/* Reply from the destination, on any interface. */
-			struct in_pktinfo out = {.ipi_spec_dst = info.ipi_addr};
+			/*
+			 * ipi_spec_dst is the local address the kernel would
+			 * answer from: the destination for unicast, the
+			 * interface's address for a broadcast.
+			 */
+			struct in_pktinfo out = {.ipi_spec_dst =
+							 info.ipi_spec_dst};
 			reply->cmsg_level = IPPROTO_IP;
 			reply->cmsg_type = IP_PKTINFO;
 			reply->cmsg_len = CMSG_LEN(sizeof out);
@@ -2354,6 +2394,11 @@ static void udp_note_local_address(struct udp_flow *flow,
 			   cmsg->cmsg_type == IPV6_PKTINFO) {
 			struct in6_pktinfo info;
 			memcpy(&info, CMSG_DATA(cmsg), sizeof info);
+			/* A multicast group is no source: let the route pick. */
+			if (IN6_IS_ADDR_MULTICAST(&info.ipi6_addr)) {
+				flow->reply_control_len = 0;
+				continue;
+			}
 			struct in6_pktinfo out = {.ipi6_addr = info.ipi6_addr};
 			reply->cmsg_level = IPPROTO_IPV6;
 			reply->cmsg_type = IPV6_PKTINFO;
@@ -2381,8 +2426,8 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 			proxy, datagram, len, &proxy->sources[i], now_ms,
 			&header_len);
 		if (flow != run_flow && run_length > 0) {
-			udp_send_payloads(run_flow, proxy->send_messages,
-					  run_length);
+			udp_send_payloads(proxy, run_flow,
+					  proxy->send_messages, run_length);
 			run_length = 0;
 		}
 		run_flow = flow;
@@ -2399,7 +2444,8 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 		run_length++;
 	}
 	if (run_length > 0)
-		udp_send_payloads(run_flow, proxy->send_messages, run_length);
+		udp_send_payloads(proxy, run_flow, proxy->send_messages,
+				  run_length);
 }
 
 static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
@@ -2446,8 +2492,8 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 		    sendmmsg(proxy->listen_fd, proxy->messages,
 			     (unsigned)count, 0) < 0 &&
 		    errno != EAGAIN)
-			log_error("udp reply to the load balancer: %s",
-				  strerror(errno));
+			udp_log_send_error(proxy, "reply to the load balancer",
+					   errno);
 		udp_touch_flow(proxy, flow, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;

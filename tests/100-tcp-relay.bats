@@ -309,3 +309,20 @@ conn_line() {
 	[ "$(field received "$output")" = 100000 ]
 	wait_for_log "$BACKEND_LOG" "^peer=192\.0\.2\.18:40000 .* bytes=100000 crc=$(field crc_sent "$output") "
 }
+
+@test "a v2 header over 640 bytes whose end arrives with the payload and the FIN is read whole" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+
+	# A 1000-byte NOOP TLV: the header's first piece leaves mmproxy waiting,
+	# then its end, the payload and the half-close arrive together.
+	tlv="0403e8$(printf '%02000d' 0)"
+	for i in 1 2 3 4 5 6; do
+		run ppclient -2 -s "192.0.2.17:4000$i" --tlv "$tlv" --split 600 --split-delay 50 \
+			--with-payload -t hello --half-close -w 10 "127.0.0.1:$(port 0)"
+		echo "$output"
+		[ "$(field end "$output")" = eof ]
+		[ "$(field received "$output")" = 5 ]
+	done
+	! grep -q header-truncated "$MMPROXY_LOG" || false
+}

@@ -88,10 +88,11 @@ relay_through_8443() {
 	echo "ppclient: $output"
 	[ "$(field end "$output")" = eof ]
 	[ "$(field received "$output")" = 1000 ]
-	wait_for_file_lines "$BACKEND_LOG" 1
-	echo "backend: $(tail -n 1 "$BACKEND_LOG")"
-	[ "$(field peer "$(tail -n 1 "$BACKEND_LOG")")" = "$1" ]
-	[ "$(field bytes "$(tail -n 1 "$BACKEND_LOG")")" = 1000 ]
+	# This connection's own line: earlier relays logged theirs already.
+	wait_until 10 grep -qF -- "peer=$1 " "$BACKEND_LOG"
+	line=$(grep -F "peer=$1 " "$BACKEND_LOG" | tail -n 1)
+	echo "backend: $line"
+	[ "$(field bytes "$line")" = 1000 ]
 }
 
 # The value of KEY= lines in FILE, one per line (all of them, in order).
@@ -154,12 +155,12 @@ exec_script() {
 	[ "$(unit_values "$UNITS/mmproxy@.service" StandardError)" = journal ]
 }
 
-@test "both mmproxy services run unprivileged with CAP_NET_ADMIN and no network isolation" {
+@test "both mmproxy services run unprivileged with CAP_NET_ADMIN, CAP_NET_BIND_SERVICE and no network isolation" {
 	local unit
 	for unit in mmproxy.service mmproxy@.service; do
 		[ "$(unit_values "$UNITS/$unit" DynamicUser)" = yes ]
-		[ "$(unit_values "$UNITS/$unit" AmbientCapabilities)" = CAP_NET_ADMIN ]
-		[ "$(unit_values "$UNITS/$unit" CapabilityBoundingSet)" = CAP_NET_ADMIN ]
+		[ "$(unit_values "$UNITS/$unit" AmbientCapabilities)" = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE" ]
+		[ "$(unit_values "$UNITS/$unit" CapabilityBoundingSet)" = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE" ]
 		[ "$(unit_values "$UNITS/$unit" NoNewPrivileges)" = yes ]
 		unit_values "$UNITS/$unit" RestrictAddressFamilies | grep -qw AF_INET6
 		# Each of these would break spoofed connections.
@@ -291,9 +292,42 @@ exec_script() {
 	wait_for_listen 8443
 	relay_through_8443 192.0.2.53:40004
 	relay_through_8443 '[2001:db8::53]:40005'
+	# A client port below 1024 (NTP's, say) needs CAP_NET_BIND_SERVICE too.
+	relay_through_8443 192.0.2.53:123
 	# The listener really runs unprivileged.
 	grep -Eq '^Uid:[[:space:]]+65534' "/proc/$(pgrep -P "$BG_PID" -x mmproxy || echo "$BG_PID")/status" ||
 		grep -Eq '^Uid:[[:space:]]+65534' "/proc/$BG_PID/status"
+}
+
+@test "with CAP_NET_ADMIN alone, a client port below 1024 fails naming CAP_NET_BIND_SERVICE, and --port-fallback lets it through" {
+	PUBLIC_DIR=$(mktemp -d /tmp/mmproxy-130.XXXXXX)
+	chmod 755 "$PUBLIC_DIR"
+	ALLOWED_SUBNETS=$PUBLIC_DIR/allowed.txt
+	write_allowed_subnets "$ALLOWED_SUBNETS"
+	chmod 644 "$ALLOWED_SUBNETS"
+	backend_start echo 443
+	for fallback in "" --port-fallback; do
+		start_bg "listener$fallback" setpriv --reuid=65534 --regid=65534 --clear-groups \
+			--nnp --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin \
+			--bounding-set=-all,+net_admin "$MMPROXY" -l 127.0.0.1:8443 \
+			-4 127.0.0.1:443 --allowed-subnets "$ALLOWED_SUBNETS" -v 2 $fallback
+		listener=$BG_PID
+		wait_for_listen 8443
+		run ppclient -2 -s 192.0.2.58:123 -t hello --half-close -w 10 127.0.0.1:8443
+		echo "$fallback: $output"
+		if [ -z "$fallback" ]; then
+			[ "$(field received "$output")" = 0 ]
+			wait_for_log "$TEST_DIR/listener.err" \
+				"bind 192\.0\.2\.58:123: Permission denied \(a port below 1024 needs CAP_NET_BIND_SERVICE\)"
+		else
+			[ "$(field received "$output")" = 5 ]
+			wait_until 10 grep -qE '^peer=192\.0\.2\.58:[0-9]+ ' "$BACKEND_LOG"
+			! grep -q '^peer=192\.0\.2\.58:123 ' "$BACKEND_LOG" || false
+		fi
+		kill -TERM "$(pgrep -P "$listener" -x mmproxy || echo "$listener")"
+		wait_for_exit "$listener"
+		wait_for_no_listen 8443
+	done
 }
 
 @test "every system call mmproxy.service's listener makes is allowed by its SystemCallFilter=" {
