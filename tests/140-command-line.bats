@@ -359,3 +359,15 @@ refuses() {
 	grep -q '^peer=192\.0\.2\.40:40000 local=127\.0\.0\.1:443 bytes=5 ' "$BACKEND_LOG"
 	grep -q '^peer=\[2001:db8::40\]:40000 local=\[::1\]:443 bytes=5 ' "$BACKEND_LOG"
 }
+
+@test "--listen-transparent lets mmproxy listen on an address that is not this host's, as TPROXY setups need" {
+	write_allowed_subnets "$ALLOWED_SUBNETS"
+	run netns_exec timeout 5 "$MMPROXY" -l "198.51.100.7:$(port 0)" -v 0
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ $output == *"bind 198.51.100.7:$(port 0): Cannot assign requested address"* ]]
+
+	mmproxy_start -l "198.51.100.7:$(port 0)" --listen-transparent \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 0
+	wait_until 10 eval '[ -n "$(netns_exec ss -ltnH src "198.51.100.7:$(port 0)")" ]'
+}
