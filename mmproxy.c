@@ -138,10 +138,14 @@ die(int status, const char *fmt, ...)
 	exit(status);
 }
 
-/* Allows one message per interval and counts what it held back. */
+/*
+ * Allows one message per interval. When it allows one, held_back says how
+ * many it refused since the last one it allowed, for that message to say.
+ */
 struct rate_limit {
 	time_t last;
 	unsigned suppressed;
+	unsigned held_back;
 };
 
 static bool rate_limit_allows(struct rate_limit *limit, time_t interval_s)
@@ -154,6 +158,8 @@ static bool rate_limit_allows(struct rate_limit *limit, time_t interval_s)
 		return false;
 	}
 	limit->last = now.tv_sec;
+	limit->held_back = limit->suppressed;
+	limit->suppressed = 0;
 	return true;
 }
 
@@ -1003,10 +1009,46 @@ static void unmap_ipv4(struct sockaddr_storage *addr)
 }
 
 /*
+ * The client a header names, as *client; false when it names none (LOCAL,
+ * UNKNOWN, UNSPEC and UNIX families), and *client is then AF_UNSPEC.
+ */
+static bool header_client(const struct proxyhdr *header,
+			  struct sockaddr_storage *client)
+{
+	if (header->family != AF_INET && header->family != AF_INET6) {
+		memset(client, 0, sizeof *client);
+		client->ss_family = AF_UNSPEC;
+		return false;
+	}
+	*client = header->src;
+	unmap_ipv4(client);
+	return true;
+}
+
+/*
  * The target follows the client's family from the header, not the family the
- * load balancer used to reach us. LOCAL, UNKNOWN, UNSPEC and UNIX carry no
- * client: connect from our own address, to the target of the load
- * balancer's family, so health checks reach the application. A header
+ * load balancer used to reach us; with --dynamic-destination it is the
+ * header's destination. Without a client (client NULL) it is the target of
+ * the load balancer's family, so health checks reach the application.
+ */
+static struct sockaddr_storage choose_target(const struct options *opts,
+					     const struct proxyhdr *header,
+					     const struct sockaddr_storage *client,
+					     const struct sockaddr_storage *lb)
+{
+	struct sockaddr_storage family_of = client ? *client : *lb;
+
+	if (client != NULL && opts->dynamic_destination) {
+		struct sockaddr_storage target = header->dst;
+		unmap_ipv4(&target);
+		return target;
+	}
+	unmap_ipv4(&family_of);
+	return family_of.ss_family == AF_INET ? opts->target4 : opts->target6;
+}
+
+/*
+ * Without a client in the header, connect from our own address. A header
  * naming the very connection it came on carries no client either: haproxy's
  * check-send-proxy sends one, and on a shared host that address is taken.
  */
@@ -1017,25 +1059,12 @@ static void choose_endpoints(struct connection *conn,
 	struct sockaddr_storage lb = conn->lb_addr;
 
 	unmap_ipv4(&lb);
-	conn->client_addr = header->src;
-	unmap_ipv4(&conn->client_addr);
-	if ((header->family == AF_INET || header->family == AF_INET6) &&
-	    !same_address(&conn->client_addr, &lb)) {
-		conn->spoofed = true;
-		if (opts->dynamic_destination) {
-			conn->target_addr = header->dst;
-			unmap_ipv4(&conn->target_addr);
-			return;
-		}
-		conn->target_addr = conn->client_addr.ss_family == AF_INET
-					    ? opts->target4
-					    : opts->target6;
-		return;
-	}
-	conn->spoofed = false;
-	conn->client_addr = lb;
-	conn->target_addr = lb.ss_family == AF_INET ? opts->target4
-						    : opts->target6;
+	conn->spoofed = header_client(header, &conn->client_addr) &&
+			!same_address(&conn->client_addr, &lb);
+	if (!conn->spoofed)
+		conn->client_addr = lb; /* for the log line */
+	conn->target_addr = choose_target(
+		opts, header, conn->spoofed ? &conn->client_addr : NULL, &lb);
 }
 
 /*
@@ -1671,8 +1700,7 @@ static void pause_accepting(struct listener *l, const char *why, int error)
 			"%s: %s; pausing accept for %d ms (%u similar "
 			"messages held back since the last one)",
 			why, strerror(error), ACCEPT_BACKOFF_MS,
-			l->accept_error_log.suppressed);
-		l->accept_error_log.suppressed = 0;
+			l->accept_error_log.held_back);
 	}
 }
 
@@ -2210,6 +2238,7 @@ fail:;
 
 static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 				      const struct sockaddr_storage *lb,
+				      const struct sockaddr_storage *client,
 				      const struct proxyhdr *header,
 				      int64_t now_ms)
 {
@@ -2221,23 +2250,10 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	}
 	memset(flow, 0, sizeof *flow);
 	flow->lb_addr = *lb;
-	if (header->command == PROXYHDR_CMD_PROXY &&
-	    (header->family == AF_INET || header->family == AF_INET6)) {
-		flow->client_addr = header->src;
-		unmap_ipv4(&flow->client_addr);
-		flow->target_addr = proxy->opts->dynamic_destination
-					    ? header->dst
-					    : flow->client_addr.ss_family == AF_INET
-						      ? proxy->opts->target4
-						      : proxy->opts->target6;
-		unmap_ipv4(&flow->target_addr);
-	} else {
-		struct sockaddr_storage real = *lb;
-		unmap_ipv4(&real);
-		flow->target_addr = real.ss_family == AF_INET
-					    ? proxy->opts->target4
-					    : proxy->opts->target6;
-	}
+	flow->client_addr = *client;
+	flow->target_addr = choose_target(
+		proxy->opts, header,
+		client->ss_family != AF_UNSPEC ? client : NULL, lb);
 	flow->fd = udp_open_flow_socket(proxy, flow);
 	struct epoll_event event = {.events = EPOLLIN, .data.ptr = flow};
 	if (flow->fd < 0 || epoll_ctl(proxy->epoll_fd, EPOLL_CTL_ADD, flow->fd,
@@ -2290,15 +2306,11 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
 		return NULL;
 	}
-	struct sockaddr_storage client = {.ss_family = AF_UNSPEC};
-	if (header.command == PROXYHDR_CMD_PROXY &&
-	    (header.family == AF_INET || header.family == AF_INET6)) {
-		client = header.src;
-		unmap_ipv4(&client);
-	}
+	struct sockaddr_storage client;
+	header_client(&header, &client);
 	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
 	if (flow == NULL)
-		flow = udp_open_flow(proxy, lb, &header, now_ms);
+		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
 		udp_touch_flow(proxy, flow, now_ms);
 		*header_len = header.header_len;
@@ -2314,8 +2326,7 @@ static void udp_log_send_error(struct udp_proxy *proxy, const char *what,
 	    rate_limit_allows(&proxy->send_error_log, LOG_INTERVAL_S)) {
 		log_msg(LOG_WARNING, "udp %s: %s (%u similar messages held "
 				     "back since the last one)",
-			what, strerror(error), proxy->send_error_log.suppressed);
-		proxy->send_error_log.suppressed = 0;
+			what, strerror(error), proxy->send_error_log.held_back);
 	}
 }
 
