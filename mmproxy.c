@@ -56,6 +56,8 @@ struct options {
 	struct sockaddr_storage target4;
 	struct sockaddr_storage target6;
 	bool listen_given;
+	bool target4_given; /* --tproxy connects elsewhere unless told */
+	bool target6_given;
 	const char *subnets_path;
 	bool mark_given;
 	uint32_t mark;
@@ -71,6 +73,7 @@ struct options {
 	bool dynamic_destination;
 	bool listen_transparent;
 	bool force_inetd;
+	bool tproxy;
 };
 
 /* ---- logging ---------------------------------------------------------- */
@@ -210,7 +213,7 @@ static const char usage_text[] =
 	"               [--header-timeout S] [--connect-timeout S]\n"
 	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
 	"               [--dynamic-destination] [--listen-transparent]\n"
-	"               [--inetd] [-h] [--version]\n";
+	"               [--inetd] [--tproxy] [-h] [--version]\n";
 
 static const char help_text[] =
 	"\n"
@@ -242,6 +245,9 @@ static const char help_text[] =
 	"  --dynamic-destination    connect to the destination named in the header\n"
 	"  --listen-transparent     set IP_TRANSPARENT on the listening socket\n"
 	"  --inetd                  the connection is fd 0 (xinetd, systemd Accept=yes)\n"
+	"  --tproxy                 no PROXY header: take connections diverted by a\n"
+	"                           TPROXY rule and connect from the client to the\n"
+	"                           original destination (or to -4/-6 when given)\n"
 	"  -h, --help               this text\n"
 	"  --version                print the version\n"
 	"\n"
@@ -272,6 +278,7 @@ enum option_id {
 	OPT_DYNAMIC_DESTINATION,
 	OPT_LISTEN_TRANSPARENT,
 	OPT_INETD,
+	OPT_TPROXY,
 	OPT_IGNORED_FLAG,
 	OPT_HELP,
 	OPT_VERSION,
@@ -313,6 +320,7 @@ static const struct option_name option_names[] = {
 	{"dynamic-destination", OPT_DYNAMIC_DESTINATION, false},
 	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
 	{"inetd", OPT_INETD, false},
+	{"tproxy", OPT_TPROXY, false},
 	{"do-not-sandbox", OPT_IGNORED_FLAG, false},
 	{"force-real-client-port", OPT_IGNORED_FLAG, false},
 	{"h", OPT_HELP, false},
@@ -460,6 +468,7 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 		if (opts->target4.ss_family != AF_INET)
 			usage_error("%s: \"%s\": not an IPv4 address", shown,
 				    value);
+		opts->target4_given = true;
 		break;
 	case OPT_TARGET6:
 		parse_address_option(shown, value, &opts->target6);
@@ -467,6 +476,7 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 			usage_error("%s: \"%s\": not an IPv6 address in "
 				    "brackets",
 				    shown, value);
+		opts->target6_given = true;
 		break;
 	case OPT_SUBNETS:
 		opts->subnets_path = value;
@@ -529,6 +539,9 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 	case OPT_INETD:
 		opts->force_inetd = true;
 		break;
+	case OPT_TPROXY:
+		opts->tproxy = true;
+		break;
 	case OPT_IGNORED_FLAG:
 		break;
 	case OPT_HELP:
@@ -538,6 +551,24 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 		printf("mmproxy %s\n", MMPROXY_VERSION);
 		exit(0);
 	}
+}
+
+/*
+ * --tproxy reads no header, so the options about the header's contents make
+ * no sense with it; its listening socket must be transparent, or the TPROXY
+ * rule finds no socket to divert to.
+ */
+static void check_option_combinations(struct options *opts)
+{
+	if (!opts->tproxy)
+		return;
+	if (opts->protocol == PROTOCOL_UDP)
+		usage_error("--tproxy: only TCP is supported, not -p udp");
+	if (opts->dynamic_destination)
+		usage_error("--tproxy with --dynamic-destination: there is no "
+			    "header; --tproxy connects to the original "
+			    "destination already");
+	opts->listen_transparent = true;
 }
 
 /*
@@ -574,6 +605,7 @@ static void parse_options(int argc, char **argv, struct options *opts)
 		}
 		apply_option(opts, opt, arg, value);
 	}
+	check_option_combinations(opts);
 }
 
 /* ---- allowed subnets --------------------------------------------------- */
@@ -730,6 +762,7 @@ enum connection_end {
 	END_BACKEND_CLOSED,   /* both sides closed, the backend first */
 	END_HEALTH,           /* a check: connect and close, or LOCAL/UNKNOWN with no data */
 	END_NOT_ALLOWED,      /* the load balancer is not in the allowed subnets */
+	END_NOT_DIVERTED,     /* --tproxy: addressed to this host, not diverted */
 	END_NO_HEADER,        /* the first bytes are not PROXY protocol */
 	END_BAD_HEADER,       /* a PROXY header that breaks the spec */
 	END_HEADER_TIMEOUT,   /* no complete header in time */
@@ -747,6 +780,7 @@ static const char *const end_names[] = {
 	[END_BACKEND_CLOSED] = "backend-closed",
 	[END_HEALTH] = "health",
 	[END_NOT_ALLOWED] = "not-allowed",
+	[END_NOT_DIVERTED] = "not-diverted",
 	[END_NO_HEADER] = "no-header",
 	[END_BAD_HEADER] = "bad-header",
 	[END_HEADER_TIMEOUT] = "header-timeout",
@@ -759,12 +793,18 @@ static const char *const end_names[] = {
 	[END_ERROR] = "error",
 };
 
+/*
+ * With --tproxy there is no load balancer: lb_fd and lb_addr are the
+ * client's own connection, and destination_addr is where it was going.
+ */
 struct connection {
 	int lb_fd;
 	int backend_fd;
 	struct sockaddr_storage lb_addr;     /* the load balancer's end */
 	struct sockaddr_storage client_addr; /* the client, from the header */
+	struct sockaddr_storage destination_addr; /* --tproxy: our own end */
 	struct sockaddr_storage target_addr;
+	bool tproxy;
 	bool spoofed; /* false for LOCAL/UNKNOWN: connect from our own address */
 	uint64_t bytes_up;   /* client to backend */
 	uint64_t bytes_down; /* backend to client */
@@ -1065,6 +1105,132 @@ static void choose_endpoints(struct connection *conn,
 		conn->client_addr = lb; /* for the log line */
 	conn->target_addr = choose_target(
 		opts, header, conn->spoofed ? &conn->client_addr : NULL, &lb);
+}
+
+/*
+ * Is addr one of this host's own addresses? Ask the routing table, as a
+ * connect() of a UDP socket does (no packet is sent): the route to a local
+ * address picks that very address as the source. Loopback addresses are
+ * all local, whatever source their route picks. A bind() probe would be
+ * fooled by net.ipv4.ip_nonlocal_bind. Returns 1, 0, or -1 on error.
+ */
+static int is_local_address(const struct sockaddr_storage *addr)
+{
+	const struct sockaddr_in *in = (const void *)addr;
+	const struct sockaddr_in6 *in6 = (const void *)addr;
+	struct sockaddr_storage source;
+	socklen_t len = sizeof source;
+
+	if (addr->ss_family == AF_INET &&
+	    (ntohl(in->sin_addr.s_addr) >> 24) == IN_LOOPBACKNET)
+		return 1;
+	if (addr->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+		return 1;
+	int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)addr, address_length(addr)) !=
+		    0 ||
+	    getsockname(fd, (struct sockaddr *)&source, &len) != 0) {
+		int saved_errno = errno;
+		close(fd);
+		errno = saved_errno;
+		/* No route to it at all: certainly not one of ours. */
+		return errno == ENETUNREACH || errno == EHOSTUNREACH ? 0 : -1;
+	}
+	close(fd);
+	if (addr->ss_family == AF_INET)
+		return ((struct sockaddr_in *)&source)->sin_addr.s_addr ==
+		       in->sin_addr.s_addr;
+	return memcmp(&((struct sockaddr_in6 *)&source)->sin6_addr,
+		      &in6->sin6_addr, sizeof in6->sin6_addr) == 0;
+}
+
+/*
+ * --tproxy: the kernel handed us the client's own connection, so the peer
+ * is the client and our end of it is the address the client meant to reach.
+ * Filled in before the allow check, so every log line can name both.
+ */
+static int identify_tproxy_ends(struct connection *conn)
+{
+	socklen_t len = sizeof conn->destination_addr;
+
+	conn->client_addr = conn->lb_addr;
+	unmap_ipv4(&conn->client_addr);
+	if (getsockname(conn->lb_fd, (struct sockaddr *)&conn->destination_addr,
+			&len) != 0)
+		return -1;
+	unmap_ipv4(&conn->destination_addr);
+	return 0;
+}
+
+/* The original destination, unless -4/-6 name a target for its family. */
+static struct sockaddr_storage
+choose_tproxy_target(const struct options *opts, const struct connection *conn)
+{
+	int family = conn->destination_addr.ss_family;
+
+	if (family == AF_INET && opts->target4_given)
+		return opts->target4;
+	if (family == AF_INET6 && opts->target6_given)
+		return opts->target6;
+	return conn->destination_addr;
+}
+
+/*
+ * The step that stands in for the header in --tproxy mode. A connection
+ * addressed to this host itself was not diverted (a client reached the
+ * listening port directly): its "original destination" is our own
+ * listener, and connecting there would start the same connection again,
+ * without end. So it is refused, with or without -4/-6: the listener is
+ * only for diverted traffic.
+ */
+static int take_tproxy_endpoints(struct connection *conn,
+				 const struct options *opts)
+{
+	char client[ADDRESS_TEXT_SIZE], destination[ADDRESS_TEXT_SIZE];
+	int local = is_local_address(&conn->destination_addr);
+
+	format_address(&conn->destination_addr, destination,
+		       sizeof destination);
+	if (local < 0) {
+		log_error("route lookup for %s: %s", destination,
+			  strerror(errno));
+		conn->end = END_ERROR;
+		return -1;
+	}
+	if (local > 0) {
+		log_error("refused client=%s: destination %s is this host's "
+			  "own address, so the connection was not diverted "
+			  "by TPROXY",
+			  format_address(&conn->client_addr, client,
+					 sizeof client),
+			  destination);
+		conn->end = END_NOT_DIVERTED;
+		return -1;
+	}
+	conn->spoofed = true;
+	conn->target_addr = choose_tproxy_target(opts, conn);
+	/* Until the relay says otherwise, a failure is ours. */
+	conn->end = END_ERROR;
+	return 0;
+}
+
+/*
+ * Fill in the client and the target: from the PROXY header, or, with
+ * --tproxy, from the connection itself.
+ */
+static int take_endpoints(struct connection *conn, const struct options *opts)
+{
+	struct proxyhdr header;
+
+	if (opts->tproxy)
+		return take_tproxy_endpoints(conn, opts);
+	if (read_proxy_header(conn, opts, &header) != 0)
+		return -1;
+	choose_endpoints(conn, opts, &header);
+	return 0;
 }
 
 /*
@@ -1496,6 +1662,9 @@ static void log_connection_summary(const struct connection *conn)
 {
 	char client[ADDRESS_TEXT_SIZE], lb[ADDRESS_TEXT_SIZE],
 		target[ADDRESS_TEXT_SIZE];
+	/* --tproxy has no load balancer: lb= shows where the client was going. */
+	const struct sockaddr_storage *lb_shown =
+		conn->tproxy ? &conn->destination_addr : &conn->lb_addr;
 
 	if (logger.verbosity < LOG_LEVEL_CONNECTIONS)
 		return;
@@ -1506,7 +1675,7 @@ static void log_connection_summary(const struct connection *conn)
 							     client,
 							     sizeof client)
 					    : "-",
-		format_address(&conn->lb_addr, lb, sizeof lb),
+		format_address(lb_shown, lb, sizeof lb),
 		conn->target_addr.ss_family ? format_address(&conn->target_addr,
 							     target,
 							     sizeof target)
@@ -1526,7 +1695,9 @@ static bool is_normal_end(enum connection_end end)
 /* Ends the connection the way its end calls for: a RST where something failed. */
 static void close_connection(struct connection *conn)
 {
-	bool abort = !is_normal_end(conn->end) && conn->end != END_NOT_ALLOWED;
+	bool abort = !is_normal_end(conn->end) &&
+		     conn->end != END_NOT_ALLOWED &&
+		     conn->end != END_NOT_DIVERTED;
 
 	if (conn->backend_fd >= 0) {
 		if (abort)
@@ -1571,10 +1742,26 @@ static bool is_health_check(const struct connection *conn)
 	       !conn->spoofed && conn->bytes_up == 0 && conn->bytes_down == 0;
 }
 
+/* With --tproxy the peer is the client itself, and the check applies to it. */
+static bool is_allowed_peer(const struct connection *conn,
+			    const struct subnets *allowed)
+{
+	char peer[ADDRESS_TEXT_SIZE];
+
+	if (allowed == NULL ||
+	    subnets_contains(allowed, (const struct sockaddr *)&conn->lb_addr))
+		return true;
+	log_error("refused %s=%s: not in allowed subnets",
+		  conn->tproxy ? "client" : "lb",
+		  format_address(&conn->lb_addr, peer, sizeof peer));
+	return false;
+}
+
 /*
- * Handle one connection from a load balancer, from the allow check to the
- * end of the relay. Returns the process exit status: 0 when the job was
- * done (a refusal is a job done), 1 on a system error.
+ * Handle one connection from a load balancer (with --tproxy, from a client),
+ * from the allow check to the end of the relay. Returns the process exit
+ * status: 0 when the job was done (a refusal is a job done), 1 on a system
+ * error.
  */
 static int handle_connection(int lb_fd,
 			     const struct sockaddr_storage *accepted_peer,
@@ -1582,12 +1769,12 @@ static int handle_connection(int lb_fd,
 			     const struct subnets *allowed)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
-				  .end = END_ERROR};
-	struct proxyhdr header;
-	char lb[ADDRESS_TEXT_SIZE];
+				  .tproxy = opts->tproxy, .end = END_ERROR};
 
 	conn.start_ms = monotonic_ms();
 	int identified = identify_load_balancer(&conn, accepted_peer);
+	if (identified == 0 && conn.tproxy)
+		identified = identify_tproxy_ends(&conn);
 	if (identified < 0) {
 		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
 		close(lb_fd);
@@ -1595,18 +1782,13 @@ static int handle_connection(int lb_fd,
 	}
 	if (identified > 0) {
 		conn.end = END_HEALTH;
-	} else if (allowed != NULL &&
-		   !subnets_contains(allowed, (struct sockaddr *)&conn.lb_addr)) {
-		log_error("refused lb=%s: not in allowed subnets",
-			  format_address(&conn.lb_addr, lb, sizeof lb));
+	} else if (!is_allowed_peer(&conn, allowed)) {
 		conn.end = END_NOT_ALLOWED;
-	} else if (read_proxy_header(&conn, opts, &header) == 0) {
-		choose_endpoints(&conn, opts, &header);
-		if (connect_backend(&conn, opts) == 0) {
-			relay(&conn);
-			if (is_health_check(&conn))
-				conn.end = END_HEALTH;
-		}
+	} else if (take_endpoints(&conn, opts) == 0 &&
+		   connect_backend(&conn, opts) == 0) {
+		relay(&conn);
+		if (is_health_check(&conn))
+			conn.end = END_HEALTH;
 	}
 	log_connection_summary(&conn);
 	close_connection(&conn);
@@ -2630,6 +2812,29 @@ static int run_udp(int listen_fd, const struct options *opts,
 
 /* ---- main --------------------------------------------------------------- */
 
+/*
+ * --tproxy on a socket systemd made: without IP_TRANSPARENT the TPROXY rule
+ * finds no socket to divert to and drops the packets. The unit's
+ * Transparent=yes does the same; setting it here spares the user that trap.
+ */
+static void make_transparent(int listen_fd)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof local;
+
+	if (getsockname(listen_fd, (struct sockaddr *)&local, &len) != 0)
+		die(EXIT_SYSTEM, "socket activation fd %d: %s", listen_fd,
+		    strerror(errno));
+	int level = local.ss_family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+	int name = local.ss_family == AF_INET6 ? IPV6_TRANSPARENT
+					       : IP_TRANSPARENT;
+	if (set_int_option(listen_fd, level, name, 1) != 0)
+		die(EXIT_SYSTEM,
+		    "--tproxy on socket activation fd %d: %s (IP_TRANSPARENT "
+		    "needs CAP_NET_ADMIN)",
+		    listen_fd, strerror(errno));
+}
+
 /* Runs the launch mode that the options and the inherited fds call for. */
 static int run_launch_mode(struct options *opts, int activated_fd,
 			   bool one_connection, const struct subnets *allowed)
@@ -2653,6 +2858,8 @@ static int run_launch_mode(struct options *opts, int activated_fd,
 						 : open_listener(opts, false),
 			       opts, allowed);
 	if (activated_fd >= 0) {
+		if (opts->tproxy)
+			make_transparent(activated_fd);
 		struct listener l = {.listen_fd = activated_fd,
 				     .max_children = opts->max_connections};
 		return run_listener(&l, opts, allowed);
@@ -2679,8 +2886,13 @@ int main(int argc, char **argv)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 
 	int activated_fd = socket_activation_fd();
-	if (activated_fd >= 0 && is_socket_of_type(activated_fd, SOCK_DGRAM))
+	if (activated_fd >= 0 && is_socket_of_type(activated_fd, SOCK_DGRAM)) {
+		if (opts.tproxy)
+			die(EXIT_USAGE, "--tproxy: only TCP is supported, and "
+					"the socket passed on fd 3 is a "
+					"datagram socket");
 		opts.protocol = PROTOCOL_UDP;
+	}
 	bool one_connection =
 		opts.protocol == PROTOCOL_TCP &&
 		(activated_fd >= 0 ? !is_listening_socket(activated_fd)
@@ -2692,7 +2904,9 @@ int main(int argc, char **argv)
 	if (opts.subnets_path != NULL) {
 		load_allowed_subnets(opts.subnets_path, &table);
 		allowed = &table;
-	} else if (!one_connection || opts.verbosity >= LOG_LEVEL_CONNECTIONS) {
+	} else if (!opts.tproxy &&
+		   (!one_connection || opts.verbosity >= LOG_LEVEL_CONNECTIONS)) {
+		/* --tproxy reads no header: a client can only be itself. */
 		log_msg(LOG_WARNING, "no --allowed-subnets: any peer may send "
 				     "PROXY headers and choose a source address");
 	}
