@@ -25,7 +25,8 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 -include config.mak
 
-HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient
+HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
+	  tests/helpers/transparent
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
 BENCH = tests/bench/loadgen tests/bench/echo
 

@@ -1,0 +1,332 @@
+#!/usr/bin/env bats
+# 150-tproxy: --tproxy, end to end, across three network namespaces.
+#
+# A TPROXY-diverted connection cannot start on the proxy's own host, so this
+# file builds a small network: the client namespace (10.1.0.2) and the
+# server namespace (10.2.0.2) are joined to the proxy namespace (10.1.0.1,
+# 10.2.0.1; the file's usual $NETNS, where mmproxy runs) by two veth pairs.
+# The client connects to the server's address, 10.2.0.2:80; in the proxy
+# namespace a TPROXY rule diverts that to mmproxy's listening port, with the
+# `-m socket` mark and the fwmark policy routing of mmproxy.8. The backend in
+# the server namespace must then see the client's own address, 10.1.0.2,
+# and every byte. Forwarding is on in the proxy namespace, as on a router:
+# a connection that bypassed mmproxy would reach the backend from the same
+# address, so each test also checks mmproxy's own line for the connection.
+#
+# systemd makes a transparent listening socket with Transparent=yes;
+# systemd-socket-activate cannot, so in the inetd and connected-fd-3 tests
+# tests/helpers/transparent sets IP_TRANSPARENT on its listener.
+
+load helpers/common
+
+TRANSPARENT=$REPO/tests/helpers/transparent
+CLIENT_NS=$NETNS-client
+SERVER_NS=$NETNS-server
+CLIENT_IP=10.1.0.2
+PROXY_IP=10.1.0.1
+SERVER_IP=10.2.0.2
+SERVER_PORT=80       # what the client connects to, and what is diverted
+OTHER_SERVER_PORT=81 # the -4 override's target
+
+# ---- three namespaces
+
+in_client() { ip netns exec "$CLIENT_NS" "$@"; }
+in_server() { ip netns exec "$SERVER_NS" "$@"; }
+
+# Each end namespace: lo up, one veth END_IF (ADDR/24) whose peer PROXY_IF
+# (PROXY_ADDR/24) is in the proxy namespace, default route via the proxy.
+join_to_proxy() {
+	local ns=$1 end_if=$2 addr=$3 proxy_if=$4 proxy_addr=$5
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link add "$end_if" type veth peer name "$proxy_if" netns "$NETNS"
+	ip -n "$ns" addr add "$addr/24" dev "$end_if"
+	ip -n "$ns" link set "$end_if" up
+	ip -n "$NETNS" addr add "$proxy_addr/24" dev "$proxy_if"
+	ip -n "$NETNS" link set "$proxy_if" up
+	ip -n "$ns" route add default via "$proxy_addr"
+}
+
+# The rules of mmproxy.8's TPROXY section. Packets of established
+# connections (a socket matches them) are marked and routed locally; new
+# ones to the server's port go through the DIVERT chain, which each test
+# points at its own mmproxy port (divert_to).
+tproxy_rules() {
+	netns_exec sysctl -qw net.ipv4.ip_forward=1
+	netns_exec iptables -t mangle -N DIVERT
+	netns_exec iptables -t mangle -A PREROUTING -p tcp -m socket -j MARK --set-mark 1
+	netns_exec iptables -t mangle -A PREROUTING -p tcp -d "$SERVER_IP" --dport "$SERVER_PORT" -j DIVERT
+	netns_exec ip rule add fwmark 1 lookup 100
+	netns_exec ip route add local 0.0.0.0/0 dev lo table 100
+}
+
+divert_to() {
+	netns_exec iptables -t mangle -F DIVERT
+	netns_exec iptables -t mangle -A DIVERT -p tcp -j TPROXY --on-port "$1" --tproxy-mark 1
+}
+
+remove_end_namespaces() {
+	local ns
+	for ns in "$CLIENT_NS" "$SERVER_NS"; do
+		netns_kill_all "$ns"
+		ip netns delete "$ns" 2>/dev/null || true
+	done
+}
+
+setup_file() {
+	require_executable "$TRANSPARENT"
+	if ! command -v iptables >/dev/null; then
+		echo "# iptables is missing: apt-get install iptables" >&2
+		return 1
+	fi
+	common_setup_file
+	remove_end_namespaces
+	join_to_proxy "$CLIENT_NS" c0 "$CLIENT_IP" p0 "$PROXY_IP"
+	join_to_proxy "$SERVER_NS" s0 "$SERVER_IP" p1 10.2.0.1
+	tproxy_rules
+}
+
+teardown_file() {
+	# Everything in the end namespaces is this file's: kill it all.
+	remove_end_namespaces
+	common_teardown_file
+}
+
+setup() {
+	common_setup
+	divert_to "$(port 0)"
+}
+
+teardown() {
+	common_teardown
+	netns_kill_all "$CLIENT_NS"
+	netns_kill_all "$SERVER_NS"
+}
+
+# ---- processes in the three namespaces
+
+_server_listens() {
+	[ -n "$(in_server ss -ltnH "sport = :$1")" ]
+}
+
+# The echo backend (or MODE) on 10.2.0.2:80 and :81, in the server namespace.
+server_start() {
+	BACKEND_LOG=$TEST_DIR/backend.log
+	BACKEND_ACCEPTS=$TEST_DIR/backend.accepts
+	: >"$BACKEND_LOG"
+	: >"$BACKEND_ACCEPTS"
+	start_bg backend ip netns exec "$SERVER_NS" "$BACKEND" \
+		-t "$SERVER_IP:$SERVER_PORT" -t "$SERVER_IP:$OTHER_SERVER_PORT" \
+		-o "$BACKEND_LOG" -A "$BACKEND_ACCEPTS" -m "${1:-echo}" "${@:2}"
+	BACKEND_PID=$BG_PID
+	wait_until 10 _server_listens "$SERVER_PORT"
+}
+
+# mmproxy --tproxy -v 2 on the test's port, standalone.
+tproxy_start() {
+	mmproxy_start -l "0.0.0.0:$(port 0)" --tproxy -v 2 "$@"
+	wait_for_listen "$(port 0)"
+}
+
+# systemd-socket-activate OPTIONS... -- MMPROXY ARGS..., on the test's port;
+# mmproxy's stderr is $TEST_DIR/activate.err.
+activate_start() {
+	local options=()
+	while [ "$1" != -- ]; do
+		options+=("$1")
+		shift
+	done
+	shift
+	start_bg activate systemd-socket-activate "${options[@]}" -l "0.0.0.0:$(port 0)" "$MMPROXY" "$@"
+	ACTIVATE_PID=$BG_PID
+	MMPROXY_LOG=$TEST_DIR/activate.err
+	wait_for_listen "$(port 0)"
+}
+
+# client [PPCLIENT OPTIONS...]: a plain TCP client (no PROXY header) in the
+# client namespace, to the server's address unless told otherwise.
+client() {
+	in_client "$PPCLIENT" --no-header -w 20 "$@"
+}
+
+# client_relays_ok [PPCLIENT OPTIONS...] ADDR:PORT: 1000 bytes there and
+# back with a half-close.
+client_relays_ok() {
+	run client -n 1000 --half-close "$@"
+	echo "client: $output"
+	[ "$status" -eq 0 ]
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 1000 ]
+	[ "$(field crc_received "$output")" = "$(field crc_sent "$output")" ]
+	CLIENT_CRC=$(field crc_sent "$output")
+}
+
+# server_saw PEER_ADDR LOCAL: the backend's last line is a whole connection
+# from the client's own address to LOCAL, with the client's bytes.
+server_saw() {
+	local line
+	wait_for_file_lines "$BACKEND_LOG" 1
+	line=$(tail -n 1 "$BACKEND_LOG")
+	echo "backend: $line"
+	[[ $(field peer "$line") == "$1":* ]]
+	[ "$(field local "$line")" = "$2" ]
+	[ "$(field bytes "$line")" = 1000 ]
+	[ "$(field crc "$line")" = "$CLIENT_CRC" ]
+	[ "$(field end "$line")" = eof ]
+}
+
+# mmproxy_saw LB TARGET: mmproxy's summary line of a finished connection
+# from the client, the original destination as lb=.
+mmproxy_saw() {
+	local line
+	wait_for_log "$MMPROXY_LOG" ' conn client='
+	line=$(grep ' conn client=' "$MMPROXY_LOG" | tail -n 1)
+	echo "mmproxy: $line"
+	[[ $(field client "$line") == "$CLIENT_IP":* ]]
+	[ "$(field lb "$line")" = "$1" ]
+	[ "$(field target "$line")" = "$2" ]
+	[ "$(field end "$line")" = done ]
+}
+
+_has_no_children() {
+	[ -z "$(children_of "$1")" ]
+}
+
+# Only the launcher itself is left in the proxy namespace.
+_only_launcher_left() {
+	[ "$(ip netns pids "$NETNS" | grep -cvx "$1")" -eq 0 ]
+}
+
+# ---- the standalone listener
+
+@test "a diverted connection reaches the server from the client's own address and port" {
+	server_start
+	tproxy_start
+	client_relays_ok -b "$CLIENT_IP:40001" "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+	grep -q "^peer=$CLIENT_IP:40001 " "$BACKEND_LOG"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+}
+
+@test "a few megabytes each way arrive intact, and the half-close reaches the server" {
+	# sink: the server answers only after the client's EOF reached it.
+	server_start sink -R 3000000
+	tproxy_start
+	run client -n 4000000 --half-close "$SERVER_IP:$SERVER_PORT"
+	echo "client: $output"
+	[ "$status" -eq 0 ]
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 3000000 ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	line=$(tail -n 1 "$BACKEND_LOG")
+	echo "backend: $line"
+	[[ $(field peer "$line") == "$CLIENT_IP":* ]]
+	[ "$(field bytes "$line")" = 4000000 ]
+	[ "$(field crc "$line")" = "$(field crc_sent "$output")" ]
+	[ "$(field sent "$line")" = 3000000 ]
+	[ "$(field crc_sent "$line")" = "$(field crc_received "$output")" ]
+	wait_for_log "$MMPROXY_LOG" ' up=4000000 down=3000000 .*end=done'
+}
+
+@test "-4 sends diverted IPv4 connections to its target instead of the original destination" {
+	server_start
+	tproxy_start -4 "$SERVER_IP:$OTHER_SERVER_PORT"
+	client_relays_ok "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$OTHER_SERVER_PORT"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$OTHER_SERVER_PORT"
+}
+
+@test "-6 alone leaves IPv4 connections on their original destination" {
+	server_start
+	tproxy_start -6 "[2001:db8::1]:$OTHER_SERVER_PORT"
+	client_relays_ok "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+}
+
+@test "a connection straight to the listener, not diverted, is refused and never reaches the server" {
+	server_start
+	tproxy_start
+	run client -n 1000 --half-close "$PROXY_IP:$(port 0)"
+	echo "client: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" "end=not-diverted"
+	grep -q "refused client=$CLIENT_IP:[0-9]*: destination $PROXY_IP:$(port 0) is this host's own address" "$MMPROXY_LOG"
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+	is_alive "$MMPROXY_PID"
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+@test "--allowed-subnets filters the clients themselves" {
+	server_start
+	write_allowed_subnets "$ALLOWED_SUBNETS" 10.9.0.0/16
+	tproxy_start --allowed-subnets "$ALLOWED_SUBNETS"
+	run client -n 1000 --half-close "$SERVER_IP:$SERVER_PORT"
+	echo "client: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" "end=not-allowed"
+	grep -q "refused client=$CLIENT_IP:[0-9]*: not in allowed subnets" "$MMPROXY_LOG"
+	grep -q "lb=$SERVER_IP:$SERVER_PORT .*end=not-allowed" "$MMPROXY_LOG"
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+@test "twenty diverted connections leave no process behind" {
+	server_start
+	tproxy_start
+	run client -n 1000 --half-close -c 20 -P 5 -q "$SERVER_IP:$SERVER_PORT"
+	echo "client: $output"
+	[ "$status" -eq 0 ]
+	[[ $output == *"ok=20 failed=0"* ]]
+	wait_for_file_lines "$BACKEND_LOG" 20
+	[ "$(grep -c "^peer=$CLIENT_IP:" "$BACKEND_LOG")" -eq 20 ]
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+	wait_until 10 _only_launcher_left "$MMPROXY_PID"
+}
+
+# ---- the other launch modes
+
+@test "inetd mode (systemd-socket-activate --accept --inetd) relays a diverted connection" {
+	server_start
+	activate_start --accept --inetd -- --tproxy -v 2
+	run "$TRANSPARENT" "$ACTIVATE_PID"
+	[ "$status" -eq 0 ]
+	client_relays_ok "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
+	wait_until 10 _only_launcher_left "$ACTIVATE_PID"
+}
+
+@test "a connected socket on fd 3 (systemd-socket-activate --accept) relays a diverted connection" {
+	server_start
+	activate_start --accept -- --tproxy -v 2
+	run "$TRANSPARENT" "$ACTIVATE_PID"
+	[ "$status" -eq 0 ]
+	client_relays_ok "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
+	wait_until 10 _only_launcher_left "$ACTIVATE_PID"
+}
+
+@test "a listening socket on fd 3 is made transparent by mmproxy itself and relays diverted connections" {
+	server_start
+	activate_start -- --tproxy -v 2
+	# Until mmproxy runs, the socket is not transparent and TPROXY drops
+	# what it would divert: a connection straight to the port starts
+	# mmproxy (systemd-socket-activate execs it on the first connection),
+	# which refuses that one and makes the socket transparent.
+	run client -n 10 "$PROXY_IP:$(port 0)"
+	echo "client: $output"
+	wait_for_log "$MMPROXY_LOG" "end=not-diverted"
+	client_relays_ok "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
+	wait_until 10 _has_no_children "$ACTIVATE_PID"
+}
+
+# ---- what --tproxy does not do
+
+@test "--tproxy with -p udp is a usage error" {
+	run "$MMPROXY" --tproxy -p udp -l 127.0.0.1:1
+	[ "$status" -eq 2 ]
+	[[ $output == *"--tproxy: only TCP is supported"* ]]
+}
