@@ -2813,9 +2813,10 @@ static int run_udp(int listen_fd, const struct options *opts,
 /* ---- main --------------------------------------------------------------- */
 
 /*
- * --tproxy on a socket systemd made: without IP_TRANSPARENT the TPROXY rule
- * finds no socket to divert to and drops the packets. The unit's
- * Transparent=yes does the same; setting it here spares the user that trap.
+ * --tproxy on a listening socket systemd made: without IP_TRANSPARENT the
+ * TPROXY rule finds no socket to divert to and drops the packets. The
+ * unit's Transparent=yes does this before the first connection; doing it
+ * here too keeps a unit that lacks it from failing silently once we run.
  */
 static void make_transparent(int listen_fd)
 {
