@@ -20,6 +20,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fib_rules.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -74,6 +77,10 @@ struct options {
 	bool listen_transparent;
 	bool force_inetd;
 	bool tproxy;
+	bool check;			       /* --check: test routing, then exit */
+	uint32_t table;			       /* the routing table --check suggests */
+	struct sockaddr_storage check_from4; /* spoofed source of --check's probe */
+	struct sockaddr_storage check_from6;
 };
 
 /* ---- logging ---------------------------------------------------------- */
@@ -213,7 +220,8 @@ static const char usage_text[] =
 	"               [--header-timeout S] [--connect-timeout S]\n"
 	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
 	"               [--dynamic-destination] [--listen-transparent]\n"
-	"               [--inetd] [--tproxy] [-h] [--version]\n";
+	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
+	"               [-t N] [-h] [--version]\n";
 
 static const char help_text[] =
 	"\n"
@@ -248,6 +256,13 @@ static const char help_text[] =
 	"  --tproxy                 no PROXY header: take connections diverted by a\n"
 	"                           TPROXY rule and connect from the client to the\n"
 	"                           original destination (or to -4/-6 when given)\n"
+	"  --check                  check the targets and the policy routing that\n"
+	"                           spoofing needs, print how to fix what fails,\n"
+	"                           and exit (0 when every check passes)\n"
+	"  --check-from ADDR        spoofed source of --check's probe connection\n"
+	"                           (default 192.0.2.1 and 2001:db8::1)\n"
+	"  -t, --table N            routing table in the commands --check prints\n"
+	"                           (default 123)\n"
 	"  -h, --help               this text\n"
 	"  --version                print the version\n"
 	"\n"
@@ -256,7 +271,7 @@ static const char help_text[] =
 	"--allowed-networks for --allowed-subnets; -m for --mark; --listen and\n"
 	"--listen-addr for -l; --target-addr4, --target-addr6 for -4, -6;\n"
 	"--verbose for -v 2;\n"
-	"-t/--table N, --do-not-sandbox and --force-real-client-port are ignored.\n";
+	"--do-not-sandbox and --force-real-client-port are ignored.\n";
 
 enum option_id {
 	OPT_LISTEN,
@@ -278,6 +293,8 @@ enum option_id {
 	OPT_DYNAMIC_DESTINATION,
 	OPT_LISTEN_TRANSPARENT,
 	OPT_INETD,
+	OPT_CHECK,
+	OPT_CHECK_FROM,
 	OPT_TPROXY,
 	OPT_IGNORED_FLAG,
 	OPT_HELP,
@@ -321,6 +338,8 @@ static const struct option_name option_names[] = {
 	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
 	{"inetd", OPT_INETD, false},
 	{"tproxy", OPT_TPROXY, false},
+	{"check", OPT_CHECK, false},
+	{"check-from", OPT_CHECK_FROM, true},
 	{"do-not-sandbox", OPT_IGNORED_FLAG, false},
 	{"force-real-client-port", OPT_IGNORED_FLAG, false},
 	{"h", OPT_HELP, false},
@@ -453,6 +472,29 @@ static void set_defaults(struct options *opts)
 	opts->connect_timeout_ms = 5000;
 	opts->close_after_s = 60;
 	opts->max_flows = 65536;
+	opts->table = 123;
+	/* Documentation addresses (RFC 5737, RFC 3849): never a real peer. */
+	parse_address("192.0.2.1:0", &opts->check_from4);
+	parse_address("[2001:db8::1]:0", &opts->check_from6);
+}
+
+/* A bare address, IPv4 or IPv6, no port: the family decides which it sets. */
+static void parse_check_from(struct options *opts, const char *shown,
+			     const char *value)
+{
+	struct sockaddr_in in = {.sin_family = AF_INET};
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+
+	if (inet_pton(AF_INET, value, &in.sin_addr) == 1) {
+		memset(&opts->check_from4, 0, sizeof opts->check_from4);
+		memcpy(&opts->check_from4, &in, sizeof in);
+	} else if (inet_pton(AF_INET6, value, &in6.sin6_addr) == 1) {
+		memset(&opts->check_from6, 0, sizeof opts->check_from6);
+		memcpy(&opts->check_from6, &in6, sizeof in6);
+	} else {
+		usage_error("%s: \"%s\": not a numeric IPv4 or IPv6 address",
+			    shown, value);
+	}
 }
 
 static void apply_option(struct options *opts, const struct option_name *opt,
@@ -494,7 +536,14 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 		opts->verbosity = LOG_LEVEL_QUIET;
 		break;
 	case OPT_TABLE:
-		parse_number(shown, value, 0, UINT32_MAX);
+		opts->table = (uint32_t)parse_number(shown, value, 1,
+						     RT_TABLE_MAX);
+		break;
+	case OPT_CHECK:
+		opts->check = true;
+		break;
+	case OPT_CHECK_FROM:
+		parse_check_from(opts, shown, value);
 		break;
 	case OPT_PROTOCOL:
 		if (strcmp(value, "tcp") == 0)
@@ -562,6 +611,9 @@ static void check_option_combinations(struct options *opts)
 {
 	if (!opts->tproxy)
 		return;
+	if (opts->check)
+		usage_error("--check with --tproxy: the routing TPROXY needs is "
+			    "of another kind (see TPROXY in mmproxy(8))");
 	if (opts->protocol == PROTOCOL_UDP)
 		usage_error("--tproxy: only TCP is supported, not -p udp");
 	if (opts->dynamic_destination)
@@ -2810,6 +2862,614 @@ static int run_udp(int listen_fd, const struct options *opts,
 	}
 }
 
+/* ---- routing self-check (--check) --------------------------------------- */
+
+/*
+ * Spoofing works only if the application's replies to a client's address
+ * come back to loopback; when they do not, connections just hang. --check
+ * asks the kernel, through rtnetlink, what it would do with such a reply,
+ * looks for the rule and the route the README sets up, and makes one plain
+ * and one spoofed connection to each target, so that a user reads the fix
+ * instead of debugging a timeout. A long-lived mode runs the routing part
+ * at start-up and warns; it makes no connection then, because the
+ * application may start after us and would log a probe from a
+ * documentation address at every restart.
+ */
+
+struct check_run {
+	bool as_warnings; /* start-up: only failures, as log warnings */
+	unsigned passed;
+	unsigned failed;
+};
+
+__attribute__((format(printf, 3, 4))) static void
+check_report(struct check_run *run, bool ok, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (ok)
+		run->passed++;
+	else
+		run->failed++;
+	if (!run->as_warnings)
+		printf("%s %s\n", ok ? "[ok]  " : "[fail]", line);
+	else if (!ok)
+		log_msg(LOG_WARNING, "spoofing will not work: %s", line);
+}
+
+/*
+ * A command that repairs the failure reported just before; label is "fix",
+ * or "or"/"and" for an alternative.
+ */
+__attribute__((format(printf, 3, 4))) static void
+check_fix(const struct check_run *run, const char *label, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (run->as_warnings)
+		log_msg(LOG_WARNING, "  %s: %s", label, line);
+	else
+		printf("%10s: %s\n", label, line);
+}
+
+/* The address alone, without the port. */
+static const char *format_host(const struct sockaddr_storage *addr, char *out,
+			       size_t size)
+{
+	const void *bytes = addr->ss_family == AF_INET6
+				    ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+				    : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
+
+	if (inet_ntop(addr->ss_family, bytes, out, (socklen_t)size) == NULL)
+		snprintf(out, size, "-");
+	return out;
+}
+
+static const uint8_t *address_bytes(const struct sockaddr_storage *addr,
+				    size_t *len)
+{
+	if (addr->ss_family == AF_INET6) {
+		*len = 16;
+		return ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
+	}
+	*len = 4;
+	return (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+}
+
+/* -- rtnetlink: one request, every answer handed to a visitor */
+
+struct netlink_request {
+	struct nlmsghdr header;
+	union {
+		struct rtmsg route;
+		struct fib_rule_hdr rule;
+	} body;
+	char attributes[64]; /* room for a source, a destination and a mark */
+};
+
+static void netlink_request_init(struct netlink_request *req, uint16_t type,
+				 bool dump, int family)
+{
+	memset(req, 0, sizeof *req);
+	req->header.nlmsg_len = NLMSG_LENGTH(sizeof req->body);
+	req->header.nlmsg_type = type;
+	req->header.nlmsg_flags = NLM_F_REQUEST | (dump ? NLM_F_DUMP : 0);
+	req->header.nlmsg_seq = 1;
+	/* rtmsg and fib_rule_hdr both start with the family. */
+	req->body.route.rtm_family = (unsigned char)family;
+}
+
+static void netlink_add_attribute(struct netlink_request *req, uint16_t type,
+				  const void *data, size_t len)
+{
+	struct rtattr *attr =
+		(struct rtattr *)((char *)req + NLMSG_ALIGN(req->header.nlmsg_len));
+
+	attr->rta_type = type;
+	attr->rta_len = (unsigned short)RTA_LENGTH(len);
+	memcpy(RTA_DATA(attr), data, len);
+	req->header.nlmsg_len = NLMSG_ALIGN(req->header.nlmsg_len) +
+				RTA_ALIGN(attr->rta_len);
+}
+
+typedef void netlink_visitor(struct nlmsghdr *msg, void *context);
+
+/* Returns 0, or an errno value: the kernel's answer to a request, or ours. */
+static int netlink_exchange(struct netlink_request *req, netlink_visitor *visit,
+			    void *context)
+{
+	static char buffer[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	bool dump = req->header.nlmsg_flags & NLM_F_DUMP;
+	int error = 0;
+	bool done = false;
+
+	if (fd < 0)
+		return errno;
+	if (sendto(fd, req, req->header.nlmsg_len, 0,
+		   (struct sockaddr *)&kernel, sizeof kernel) < 0) {
+		error = errno;
+		done = true;
+	}
+	while (!done) {
+		ssize_t got = recv(fd, buffer, sizeof buffer, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			error = got < 0 ? errno : EPROTO;
+			break;
+		}
+		int left = (int)got;
+		for (struct nlmsghdr *msg = (struct nlmsghdr *)buffer;
+		     !done && NLMSG_OK(msg, left); msg = NLMSG_NEXT(msg, left)) {
+			if (msg->nlmsg_type == NLMSG_DONE) {
+				done = true;
+			} else if (msg->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *answer = NLMSG_DATA(msg);
+				error = -answer->error;
+				done = true;
+			} else {
+				visit(msg, context);
+				done = !dump;
+			}
+		}
+	}
+	close(fd);
+	return error;
+}
+
+/* -- what the kernel would do with a reply */
+
+struct route_answer {
+	bool answered;
+	uint8_t type;
+	uint32_t table;
+};
+
+/* The table from RTA_TABLE: rtm_table holds only tables below 256. */
+static uint32_t route_table(struct nlmsghdr *msg)
+{
+	struct rtmsg *route = NLMSG_DATA(msg);
+	uint32_t table = route->rtm_table;
+	int len = (int)RTM_PAYLOAD(msg);
+
+	for (struct rtattr *attr = RTM_RTA(route); RTA_OK(attr, len);
+	     attr = RTA_NEXT(attr, len))
+		if (attr->rta_type == RTA_TABLE &&
+		    RTA_PAYLOAD(attr) == sizeof table)
+			memcpy(&table, RTA_DATA(attr), sizeof table);
+	return table;
+}
+
+static void read_route_answer(struct nlmsghdr *msg, void *context)
+{
+	struct route_answer *answer = context;
+
+	if (msg->nlmsg_type != RTM_NEWROUTE)
+		return;
+	answer->answered = true;
+	answer->type = ((struct rtmsg *)NLMSG_DATA(msg))->rtm_type;
+	answer->table = route_table(msg);
+}
+
+/* `ip route get TO from FROM [mark N]`: FROM is the application's side. */
+static int lookup_reply_route(const struct sockaddr_storage *from,
+			      const struct sockaddr_storage *to,
+			      const uint32_t *mark, struct route_answer *answer)
+{
+	struct netlink_request req;
+	size_t len;
+	const uint8_t *bytes = address_bytes(from, &len);
+
+	netlink_request_init(&req, RTM_GETROUTE, false, from->ss_family);
+	/* Without it, IPv4 answers with the route's table, not the rule's. */
+	req.body.route.rtm_flags = RTM_F_LOOKUP_TABLE;
+	req.body.route.rtm_src_len = (unsigned char)(len * 8);
+	req.body.route.rtm_dst_len = (unsigned char)(len * 8);
+	netlink_add_attribute(&req, RTA_SRC, bytes, len);
+	bytes = address_bytes(to, &len);
+	netlink_add_attribute(&req, RTA_DST, bytes, len);
+	if (mark != NULL)
+		netlink_add_attribute(&req, RTA_MARK, mark, sizeof *mark);
+	memset(answer, 0, sizeof *answer);
+	return netlink_exchange(&req, read_route_answer, answer);
+}
+
+static bool is_delivered_to_loopback(const struct route_answer *answer)
+{
+	/* From the local table it would mean the address is our own. */
+	return answer->answered && answer->type == RTN_LOCAL &&
+	       answer->table != RT_TABLE_LOCAL;
+}
+
+/* -- the rule and the route the README sets up, for telling what is missing */
+
+struct rule_search {
+	const uint8_t *source; /* the application's address */
+	size_t source_len;
+	const uint32_t *mark;
+	uint32_t table;
+	bool found;
+};
+
+static bool prefix_covers(const uint8_t *prefix, unsigned bits,
+			  const uint8_t *addr, size_t addr_len)
+{
+	if (bits > addr_len * 8)
+		return false;
+	if (memcmp(prefix, addr, bits / 8) != 0)
+		return false;
+	if (bits % 8 == 0)
+		return true;
+	uint8_t mask = (uint8_t)(0xff << (8 - bits % 8));
+	return (prefix[bits / 8] & mask) == (addr[bits / 8] & mask);
+}
+
+/*
+ * A rule that sends the application's replies to the table: from a prefix
+ * holding its address (or from all), on lo or any input, and with a fwmark
+ * selector only if it is ours. Rare selectors (tos, uid range...) are not
+ * looked at: this only tells the user what is missing.
+ */
+static void find_reply_rule(struct nlmsghdr *msg, void *context)
+{
+	struct rule_search *search = context;
+	struct fib_rule_hdr *rule = NLMSG_DATA(msg);
+	int len = (int)(msg->nlmsg_len - NLMSG_LENGTH(sizeof *rule));
+	uint32_t table = rule->table;
+	const uint8_t *source = NULL;
+	bool other_input = false;
+	bool mark_matches = true;
+
+	if (msg->nlmsg_type != RTM_NEWRULE || rule->action != FR_ACT_TO_TBL ||
+	    (rule->flags & FIB_RULE_INVERT) || rule->dst_len != 0)
+		return;
+	for (struct rtattr *attr =
+		     (struct rtattr *)((char *)rule + NLMSG_ALIGN(sizeof *rule));
+	     RTA_OK(attr, len); attr = RTA_NEXT(attr, len)) {
+		size_t size = RTA_PAYLOAD(attr);
+		if (attr->rta_type == FRA_TABLE && size == sizeof table) {
+			memcpy(&table, RTA_DATA(attr), sizeof table);
+		} else if (attr->rta_type == FRA_SRC &&
+			   size == search->source_len) {
+			source = RTA_DATA(attr);
+		} else if (attr->rta_type == FRA_IIFNAME) {
+			other_input = strncmp(RTA_DATA(attr), "lo", size) != 0;
+		} else if (attr->rta_type == FRA_FWMARK && size == 4) {
+			uint32_t mark;
+			memcpy(&mark, RTA_DATA(attr), sizeof mark);
+			mark_matches = search->mark != NULL &&
+				       *search->mark == mark;
+		}
+	}
+	if (table == search->table && !other_input && mark_matches &&
+	    (rule->src_len == 0 ||
+	     (source != NULL && prefix_covers(source, rule->src_len,
+					      search->source,
+					      search->source_len))))
+		search->found = true;
+}
+
+struct local_route_search {
+	uint32_t table;
+	bool found;
+};
+
+static void find_local_default_route(struct nlmsghdr *msg, void *context)
+{
+	struct local_route_search *search = context;
+	struct rtmsg *route = NLMSG_DATA(msg);
+
+	if (msg->nlmsg_type == RTM_NEWROUTE && route->rtm_type == RTN_LOCAL &&
+	    route->rtm_dst_len == 0 && route_table(msg) == search->table)
+		search->found = true;
+}
+
+/* -- the checks, one line each */
+
+/* How a rule's source prefix is written in the README: all of 127/8. */
+static void reply_rule_source(const struct sockaddr_storage *target, char *out,
+			      size_t size)
+{
+	char host[INET6_ADDRSTRLEN];
+	size_t len;
+	const uint8_t *bytes = address_bytes(target, &len);
+
+	if (len == 4 && bytes[0] == 127)
+		snprintf(out, size, "127.0.0.1/8");
+	else
+		snprintf(out, size, "%s/%zu",
+			 format_host(target, host, sizeof host), len * 8);
+}
+
+static const char *route_type_name(uint8_t type)
+{
+	switch (type) {
+	case RTN_UNICAST:
+		return "unicast";
+	case RTN_LOCAL:
+		return "local";
+	case RTN_BLACKHOLE:
+		return "blackhole";
+	case RTN_UNREACHABLE:
+		return "unreachable";
+	case RTN_PROHIBIT:
+		return "prohibit";
+	default:
+		return "other";
+	}
+}
+
+static void check_reply_rule(struct check_run *run, const struct options *opts,
+			     const struct sockaddr_storage *target,
+			     const char *shown)
+{
+	struct rule_search search = {.mark = opts->mark_given ? &opts->mark
+							      : NULL,
+				     .table = opts->table};
+	struct netlink_request req;
+	char source[INET6_ADDRSTRLEN + 5];
+	const char *ip = target->ss_family == AF_INET6 ? "ip -6" : "ip";
+
+	search.source = address_bytes(target, &search.source_len);
+	netlink_request_init(&req, RTM_GETRULE, true, target->ss_family);
+	int error = netlink_exchange(&req, find_reply_rule, &search);
+	if (error != 0) {
+		check_report(run, false, "%s: cannot list the rules: %s",
+			     shown, strerror(error));
+		return;
+	}
+	if (search.found) {
+		check_report(run, true, "%s: a rule sends its replies to "
+					"table %u",
+			     shown, opts->table);
+		return;
+	}
+	check_report(run, false, "%s: no rule sends its replies to table %u",
+		     shown, opts->table);
+	reply_rule_source(target, source, sizeof source);
+	if (opts->mark_given)
+		check_fix(run, "fix", "%s rule add fwmark %u table %u", ip,
+			  opts->mark, opts->table);
+	else
+		check_fix(run, "fix", "%s rule add from %s iif lo table %u", ip,
+			  source, opts->table);
+}
+
+static void check_local_route(struct check_run *run, const struct options *opts,
+			      const struct sockaddr_storage *target)
+{
+	struct local_route_search search = {.table = opts->table};
+	struct netlink_request req;
+	bool ipv6 = target->ss_family == AF_INET6;
+
+	netlink_request_init(&req, RTM_GETROUTE, true, target->ss_family);
+	int error = netlink_exchange(&req, find_local_default_route, &search);
+	if (error != 0) {
+		check_report(run, false, "cannot list the routes: %s",
+			     strerror(error));
+		return;
+	}
+	if (search.found) {
+		check_report(run, true, "table %u delivers every %s address "
+					"to lo",
+			     opts->table, ipv6 ? "IPv6" : "IPv4");
+		return;
+	}
+	check_report(run, false, "table %u has no \"local %s dev lo\" route",
+		     opts->table, ipv6 ? "::/0" : "0.0.0.0/0");
+	check_fix(run, "fix", "%s route add local %s dev lo table %u",
+		  ipv6 ? "ip -6" : "ip", ipv6 ? "::/0" : "0.0.0.0/0",
+		  opts->table);
+}
+
+enum reply_routing { REPLIES_LOST, REPLIES_BACK, REPLIES_BACK_IF_MARKED };
+
+/*
+ * The rule, the route, then the verdict that counts: what the kernel
+ * answers for a reply from the target to the spoofed address. When that
+ * verdict is good the rule and the route are there by definition, in
+ * whatever table the user chose, so only a bad one sends us looking for
+ * the README's rule and route in --table.
+ */
+static enum reply_routing check_reply_routing(struct check_run *run,
+					      const struct options *opts,
+					      const struct sockaddr_storage *target,
+					      const struct sockaddr_storage *spoof)
+{
+	char shown[ADDRESS_TEXT_SIZE], from[INET6_ADDRSTRLEN];
+	char to[INET6_ADDRSTRLEN];
+	const uint32_t *mark = opts->mark_given ? &opts->mark : NULL;
+	struct route_answer answer, unmarked;
+
+	format_address(target, shown, sizeof shown);
+	format_host(target, from, sizeof from);
+	format_host(spoof, to, sizeof to);
+	int error = lookup_reply_route(target, spoof, mark, &answer);
+	if (error == 0 && is_delivered_to_loopback(&answer)) {
+		check_report(run, true, "%s: a rule sends its replies to "
+					"table %u",
+			     shown, answer.table);
+		check_report(run, true, "table %u delivers %s to lo",
+			     answer.table, to);
+		check_report(run, true, "%s: replies from %s to %s come back "
+					"to loopback",
+			     shown, from, to);
+		if (mark == NULL || (lookup_reply_route(target, spoof, NULL,
+							&unmarked) == 0 &&
+				     is_delivered_to_loopback(&unmarked)))
+			return REPLIES_BACK;
+		return REPLIES_BACK_IF_MARKED;
+	}
+	if (error == 0 && answer.answered && answer.type == RTN_LOCAL) {
+		check_report(run, false, "%s is an address of this host: name "
+					 "another with --check-from",
+			     to);
+		return REPLIES_LOST;
+	}
+	check_reply_rule(run, opts, target, shown);
+	check_local_route(run, opts, target);
+	if (error != 0)
+		check_report(run, false, "%s: replies from %s to %s do not "
+					 "come back to loopback: %s",
+			     shown, from, to, strerror(error));
+	else
+		check_report(run, false, "%s: replies from %s to %s do not "
+					 "come back to loopback: table %u "
+					 "routes them (%s)",
+			     shown, from, to, answer.table,
+			     route_type_name(answer.type));
+	return REPLIES_LOST;
+}
+
+/* Returns 0 or an errno value; a spoofed probe is made like a real one. */
+static int probe_connection(const struct options *opts,
+			    const struct sockaddr_storage *target,
+			    const struct sockaddr_storage *spoof)
+{
+	struct connection conn;
+
+	memset(&conn, 0, sizeof conn);
+	conn.target_addr = *target;
+	conn.spoofed = spoof != NULL;
+	if (spoof != NULL)
+		conn.client_addr = *spoof;
+	int fd = open_backend_socket(&conn, opts, true);
+	if (fd < 0)
+		return errno;
+	int error = connect_to_target(fd, &conn, opts);
+	close(fd);
+	return error;
+}
+
+static bool check_plain_connection(struct check_run *run,
+				   const struct options *opts,
+				   const struct sockaddr_storage *target)
+{
+	char shown[ADDRESS_TEXT_SIZE];
+	int error = probe_connection(opts, target, NULL);
+
+	format_address(target, shown, sizeof shown);
+	if (error == 0)
+		check_report(run, true, "%s accepts connections", shown);
+	else
+		check_report(run, false, "%s does not accept connections: %s "
+					 "(is the application running, and "
+					 "are -4/-6 right?)",
+			     shown, strerror(error));
+	return error == 0;
+}
+
+static void check_spoofed_connection(struct check_run *run,
+				     const struct options *opts,
+				     const struct sockaddr_storage *target,
+				     const struct sockaddr_storage *spoof,
+				     enum reply_routing routing)
+{
+	char shown[ADDRESS_TEXT_SIZE], from[INET6_ADDRSTRLEN];
+
+	format_address(target, shown, sizeof shown);
+	format_host(spoof, from, sizeof from);
+	if (routing == REPLIES_LOST) {
+		check_report(run, false, "%s: a connection from %s was not "
+					 "tried: fix what fails above first",
+			     shown, from);
+		return;
+	}
+	int error = probe_connection(opts, target, spoof);
+	if (error == 0) {
+		check_report(run, true, "%s accepts a connection from %s "
+					"(spoofed)",
+			     shown, from);
+		return;
+	}
+	check_report(run, false, "%s: a connection from %s (spoofed) "
+				 "failed: %s%s",
+		     shown, from, strerror(error),
+		     error == ETIMEDOUT ? ": the replies did not come back"
+					: capability_hint(error));
+	if (error != ETIMEDOUT || routing != REPLIES_BACK_IF_MARKED)
+		return;
+	/*
+	 * The routing needs the mark, and the application's replies do not
+	 * carry it: TCP copies a SYN's mark to the connection when asked, or
+	 * conntrack can save and restore it.
+	 */
+	const char *tables = spoof->ss_family == AF_INET6 ? "ip6tables"
+							   : "iptables";
+	check_fix(run, "fix", "sysctl -w net.ipv4.tcp_fwmark_accept=1");
+	check_fix(run, "or", "%s -t mangle -I PREROUTING -m mark --mark %u "
+		       "-j CONNMARK --save-mark",
+		  tables, opts->mark);
+	check_fix(run, "and", "%s -t mangle -I OUTPUT -m connmark --mark %u "
+		       "-j CONNMARK --restore-mark",
+		  tables, opts->mark);
+}
+
+static void check_target(struct check_run *run, const struct options *opts,
+			 const struct sockaddr_storage *target,
+			 const struct sockaddr_storage *spoof, bool probes)
+{
+	bool reachable = probes && check_plain_connection(run, opts, target);
+	enum reply_routing routing =
+		check_reply_routing(run, opts, target, spoof);
+	if (reachable)
+		check_spoofed_connection(run, opts, target, spoof, routing);
+}
+
+/*
+ * The targets given, or both defaults when none was. Probes are TCP
+ * connections: a UDP target has nothing to answer a probe with.
+ */
+static void run_checks(struct check_run *run, const struct options *opts,
+		       bool probes)
+{
+	bool both = !opts->target4_given && !opts->target6_given;
+
+	probes = probes && opts->protocol == PROTOCOL_TCP;
+	if (opts->target4_given || both)
+		check_target(run, opts, &opts->target4, &opts->check_from4,
+			     probes);
+	if (opts->target6_given || both)
+		check_target(run, opts, &opts->target6, &opts->check_from6,
+			     probes);
+}
+
+/* mmproxy --check: every line on stdout, exit 0 only when all pass. */
+static int run_check_command(const struct options *opts)
+{
+	struct check_run run = {.as_warnings = false};
+
+	run_checks(&run, opts, true);
+	if (run.failed == 0)
+		printf("all %u checks passed\n", run.passed);
+	else
+		printf("%u of %u checks failed\n", run.failed,
+		       run.failed + run.passed);
+	if (fflush(stdout) != 0)
+		return EXIT_SYSTEM;
+	return run.failed == 0 ? 0 : EXIT_SYSTEM;
+}
+
+/* A long-lived mode's start: warn about routing that cannot work. */
+static void warn_about_routing(const struct options *opts)
+{
+	struct check_run run = {.as_warnings = true};
+
+	if (opts->verbosity == LOG_LEVEL_QUIET || opts->tproxy)
+		return;
+	run_checks(&run, opts, false);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 /*
@@ -2843,6 +3503,7 @@ static int run_launch_mode(struct options *opts, int activated_fd,
 	if (one_connection)
 		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
 					 NULL, opts, allowed);
+	warn_about_routing(opts);
 
 	/* The accept loop's signals arrive through a signalfd, never async. */
 	sigset_t signals;
@@ -2877,6 +3538,8 @@ int main(int argc, char **argv)
 	protect_standard_fds();
 	parse_options(argc, argv, &opts);
 	logger.verbosity = opts.verbosity;
+	if (opts.check)
+		return run_check_command(&opts);
 	/*
 	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP: a
 	 * closed terminal must not cut established connections; to reload
