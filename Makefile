@@ -109,18 +109,21 @@ bench: mmproxy $(BENCH)
 demo: mmproxy tests/helpers/backend tests/helpers/ppclient
 	tests/demo
 
-# The shipped files name /usr/local/sbin/mmproxy and /etc/mmproxy/: point
-# them at where this install puts things.
+# The shipped files (and the manual) name /usr/local/sbin/mmproxy,
+# /usr/local/lib/systemd/system and /etc/mmproxy/: point them at where this
+# install puts things.
 UNITS = systemd/mmproxy-routing.service systemd/mmproxy.service \
 	systemd/mmproxy.socket systemd/mmproxy@.service
 INSTALL_PATHS = -e 's|/usr/local/sbin/mmproxy|$(SBINDIR)/mmproxy|g' \
+	-e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' \
 	-e 's|/etc/mmproxy/|$(SYSCONFDIR)/mmproxy/|g'
 
 install: mmproxy
 	install -d '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(MANDIR)/man8' \
 		'$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/xinetd.d'
 	install -m 755 mmproxy '$(DESTDIR)$(SBINDIR)/mmproxy'
-	install -m 644 mmproxy.8 '$(DESTDIR)$(MANDIR)/man8/mmproxy.8'
+	sed $(INSTALL_PATHS) mmproxy.8 >'$(DESTDIR)$(MANDIR)/man8/mmproxy.8'
+	chmod 644 '$(DESTDIR)$(MANDIR)/man8/mmproxy.8'
 	for unit in $(UNITS); do \
 		dest='$(DESTDIR)$(UNITDIR)/'"$${unit#systemd/}"; \
 		sed $(INSTALL_PATHS) "$$unit" >"$$dest" && chmod 644 "$$dest" || exit 1; \
