@@ -115,8 +115,8 @@ missing() {
 @test "mmproxy.8's SYNOPSIS names the options --help's usage names, and no other" {
 	usage=$(help_usage | option_names)
 	synopsis=$(manual_section SYNOPSIS | fl_names)
-	echo "usage: $(echo $usage)"
-	echo "SYNOPSIS: $(echo $synopsis)"
+	echo "usage: $(tr '\n' ' ' <<<"$usage")"
+	echo "SYNOPSIS: $(tr '\n' ' ' <<<"$synopsis")"
 	[ -z "$(missing "$usage" "$synopsis")" ]
 	[ -z "$(missing "$synopsis" "$usage")" ]
 }
@@ -147,7 +147,7 @@ missing() {
 	}
 	out=$BATS_TEST_TMPDIR/man.out
 	err=$BATS_TEST_TMPDIR/man.err
-	MANWIDTH=80 MAN_KEEP_FORMATTING= LC_ALL=C.UTF-8 man --warnings=all -l "$MANUAL" \
+	MANWIDTH=80 LC_ALL=C.UTF-8 man --warnings=all -l "$MANUAL" \
 		>"$out" 2>"$err"
 	cat "$err"
 	[ ! -s "$err" ]
