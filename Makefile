@@ -1,9 +1,21 @@
 # mmproxy: see README. `make` builds, `make test` runs every test,
-# `make fuzz` runs the parser fuzzer, `make bench` the benchmark.
+# `make fuzz` runs the parser fuzzer, `make bench` the benchmark, `make demo`
+# shows a spoofed connection in a private network namespace (as root).
+#
+# `make install` (PREFIX, DESTDIR) puts the binary in SBINDIR, the manual in
+# MANDIR, the systemd units in UNITDIR and the xinetd entry in
+# SYSCONFDIR/xinetd.d. UNITDIR is $(PREFIX)/lib/systemd/system, which systemd
+# reads for both /usr and /usr/local; SYSCONFDIR is /etc whatever PREFIX is,
+# since xinetd reads /etc/xinetd.d only. The units and the xinetd entry name
+# the installed binary and SYSCONFDIR/mmproxy/allowed-subnets.txt. Nothing is
+# enabled or started: the xinetd entry is installed with `disable = yes`.
+# `make uninstall` removes those files and nothing else.
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
 CC ?= cc
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
@@ -30,7 +42,7 @@ HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
-.PHONY: all test test-programs asan fuzz bench install clean format
+.PHONY: all test test-programs asan fuzz bench demo install uninstall clean format
 
 all: mmproxy
 
@@ -95,10 +107,36 @@ fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets
 bench: mmproxy $(BENCH)
 	tests/bench/run
 
+demo: mmproxy tests/helpers/backend tests/helpers/ppclient
+	tests/demo
+
+# The shipped files (and the manual) name /usr/local/sbin/mmproxy,
+# /usr/local/lib/systemd/system and /etc/mmproxy/: point them at where this
+# install puts things.
+UNITS = systemd/mmproxy-routing.service systemd/mmproxy.service \
+	systemd/mmproxy.socket systemd/mmproxy@.service
+INSTALL_PATHS = -e 's|/usr/local/sbin/mmproxy|$(SBINDIR)/mmproxy|g' \
+	-e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' \
+	-e 's|/etc/mmproxy/|$(SYSCONFDIR)/mmproxy/|g'
+
 install: mmproxy
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8
-	install -m 755 mmproxy $(DESTDIR)$(SBINDIR)/mmproxy
-	install -m 644 mmproxy.8 $(DESTDIR)$(MANDIR)/man8/mmproxy.8
+	install -d '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(MANDIR)/man8' \
+		'$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/xinetd.d'
+	install -m 755 mmproxy '$(DESTDIR)$(SBINDIR)/mmproxy'
+	sed $(INSTALL_PATHS) mmproxy.8 >'$(DESTDIR)$(MANDIR)/man8/mmproxy.8'
+	chmod 644 '$(DESTDIR)$(MANDIR)/man8/mmproxy.8'
+	for unit in $(UNITS); do \
+		dest='$(DESTDIR)$(UNITDIR)/'"$${unit#systemd/}"; \
+		sed $(INSTALL_PATHS) "$$unit" >"$$dest" && chmod 644 "$$dest" || exit 1; \
+	done
+	sed $(INSTALL_PATHS) -e 's|^\(\s*disable\s*=\s*\)no\s*$$|\1yes|' \
+		systemd/mmproxy.xinetd >'$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
+	chmod 644 '$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
+
+uninstall:
+	rm -f '$(DESTDIR)$(SBINDIR)/mmproxy' '$(DESTDIR)$(MANDIR)/man8/mmproxy.8' \
+		'$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
+	for unit in $(UNITS); do rm -f '$(DESTDIR)$(UNITDIR)/'"$${unit#systemd/}"; done
 
 format:
 	clang-format -i *.c *.h tests/unit/*.c tests/fuzz/*.c tests/helpers/*.c tests/bench/*.c
