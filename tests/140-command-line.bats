@@ -120,7 +120,7 @@ relays_v1_and_v2() {
 	[ "$(field end "$(cat "$TEST_DIR/client.out")")" = eof ]
 }
 
-@test "--dynamic-destination connects to the destination named in the header, not to -4" {
+@test "--dynamic-destination connects to the destination named in the header (port A to A, port B to B), not to -4" {
 	backend_start echo "$(port 1)"
 	log2=$TEST_DIR/backend2.log
 	start_bg backend2 "$BACKEND" -t "127.0.0.1:$(port 2)" -o "$log2" -m echo
@@ -137,9 +137,21 @@ relays_v1_and_v2() {
 	echo "$output"
 	[ "$(field end "$output")" = eof ]
 
+	# A header naming another port reaches the application on that port.
+	log3=$TEST_DIR/backend3.log
+	start_bg backend3 "$BACKEND" -t "127.0.0.1:$(port 3)" -o "$log3" -m echo
+	wait_for_listen "$(port 3)"
+	run ppclient -2 -s 192.0.2.21:40002 -d "127.0.0.1:$(port 3)" -t hello --half-close -w 20 \
+		"127.0.0.1:$(port 0)"
+	echo "$output"
+	[ "$(field end "$output")" = eof ]
+
 	wait_for_file_lines "$log2" 2
 	grep -q "^peer=192.0.2.21:40000 local=127.0.0.1:$(port 2) bytes=5 " "$log2"
 	grep -q "^peer=192.0.2.21:40001 local=127.0.0.1:$(port 2) bytes=5 " "$log2"
+	wait_for_file_lines "$log3" 1
+	grep -q "^peer=192.0.2.21:40002 local=127.0.0.1:$(port 3) bytes=5 " "$log3"
+	[ "$(wc -l <"$log3")" -eq 1 ]
 	conn=$(conn_line '192\.0\.2\.21:40000')
 	[[ $conn == *" target=127.0.0.1:$(port 2) "* ]]
 	[ ! -s "$BACKEND_ACCEPTS" ]
