@@ -1033,13 +1033,14 @@ static void log_header_wait_end(const struct connection *conn,
 {
 	char lb[ADDRESS_TEXT_SIZE];
 
-	format_address(&conn->lb_addr, lb, sizeof lb);
+	/* Every connection passes here: format only for a line to log. */
 	if (conn->end == END_HEADER_TIMEOUT)
-		log_error("lb=%s: no complete PROXY header after %d s", lb,
+		log_error("lb=%s: no complete PROXY header after %d s",
+			  format_address(&conn->lb_addr, lb, sizeof lb),
 			  opts->header_timeout_ms / 1000);
 	else if (conn->end == END_HEADER_TRUNCATED)
 		log_error("lb=%s: closed in the middle of the PROXY header",
-			  lb);
+			  format_address(&conn->lb_addr, lb, sizeof lb));
 }
 
 /*
@@ -1049,9 +1050,16 @@ static void log_header_wait_end(const struct connection *conn,
  * missing, SO_RCVLOWAT is raised past what was peeked, so poll() sleeps
  * until a new byte arrives instead of reporting the unread bytes again.
  */
-static int read_proxy_header(struct connection *conn,
-			     const struct options *opts,
-			     struct proxyhdr *header)
+/*
+ * The phases of a connection (header, connect, relay) are kept out of line
+ * so that their frames share one stretch of stack instead of adding up:
+ * the stack pages a connection's process writes are most of its memory.
+ */
+#define CONNECTION_PHASE __attribute__((noinline))
+
+CONNECTION_PHASE static int read_proxy_header(struct connection *conn,
+					      const struct options *opts,
+					      struct proxyhdr *header)
 {
 	/*
 	 * Room for any v1 header and for v2 with a few TLVs: a child's
@@ -1244,11 +1252,12 @@ static int take_tproxy_endpoints(struct connection *conn,
 	char client[ADDRESS_TEXT_SIZE], destination[ADDRESS_TEXT_SIZE];
 	int local = is_local_address(&conn->destination_addr);
 
-	format_address(&conn->destination_addr, destination,
-		       sizeof destination);
 	if (local < 0) {
-		log_error("route lookup for %s: %s", destination,
-			  strerror(errno));
+		int error = errno;
+		log_error("route lookup for %s: %s",
+			  format_address(&conn->destination_addr, destination,
+					 sizeof destination),
+			  strerror(error));
 		conn->end = END_ERROR;
 		return -1;
 	}
@@ -1258,7 +1267,8 @@ static int take_tproxy_endpoints(struct connection *conn,
 			  "by TPROXY",
 			  format_address(&conn->client_addr, client,
 					 sizeof client),
-			  destination);
+			  format_address(&conn->destination_addr, destination,
+					 sizeof destination));
 		conn->end = END_NOT_DIVERTED;
 		return -1;
 	}
@@ -1273,7 +1283,8 @@ static int take_tproxy_endpoints(struct connection *conn,
  * Fill in the client and the target: from the PROXY header, or, with
  * --tproxy, from the connection itself.
  */
-static int take_endpoints(struct connection *conn, const struct options *opts)
+CONNECTION_PHASE static int take_endpoints(struct connection *conn,
+					   const struct options *opts)
 {
 	struct proxyhdr header;
 
@@ -1426,17 +1437,20 @@ static bool should_retry_with_any_port(const struct connection *conn,
 		error == EACCES);
 }
 
-static int connect_backend(struct connection *conn, const struct options *opts)
+CONNECTION_PHASE static int connect_backend(struct connection *conn,
+					    const struct options *opts)
 {
+	/* Formatted only for a log line: snprintf costs time and stack. */
 	char target[ADDRESS_TEXT_SIZE], client[ADDRESS_TEXT_SIZE];
 	bool any_port = false;
 
-	format_address(&conn->target_addr, target, sizeof target);
-	format_address(&conn->client_addr, client, sizeof client);
 	if (conn->spoofed &&
 	    conn->client_addr.ss_family != conn->target_addr.ss_family) {
 		log_error("client %s and target %s differ in address family",
-			  client, target);
+			  format_address(&conn->client_addr, client,
+					 sizeof client),
+			  format_address(&conn->target_addr, target,
+					 sizeof target));
 		conn->end = END_BIND_FAILED;
 		return -1;
 	}
@@ -1447,9 +1461,13 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 			any_port = true;
 			continue;
 		}
+		int bind_error = errno;
 		if (fd == BIND_FAILED)
-			log_error("bind %s: %s%s", client, strerror(errno),
-				  capability_hint(errno));
+			log_error("bind %s: %s%s",
+				  format_address(&conn->client_addr, client,
+						 sizeof client),
+				  strerror(bind_error),
+				  capability_hint(bind_error));
 		if (fd < 0) {
 			/* A socket we cannot set up is not the client's
 			 * doing: end=error, exit 1, so it shows. */
@@ -1467,8 +1485,12 @@ static int connect_backend(struct connection *conn, const struct options *opts)
 			any_port = true;
 			continue;
 		}
-		log_error("connect %s from %s: %s", target,
-			  conn->spoofed ? client : "mmproxy's own address",
+		log_error("connect %s from %s: %s",
+			  format_address(&conn->target_addr, target,
+					 sizeof target),
+			  conn->spoofed ? format_address(&conn->client_addr,
+							 client, sizeof client)
+					: "mmproxy's own address",
 			  strerror(error));
 		conn->end = error == ETIMEDOUT ? END_CONNECT_TIMEOUT
 					       : END_BACKEND_REFUSED;
@@ -1643,7 +1665,7 @@ static bool has_socket_error(int fd)
  * Relay until both directions are done: each side's EOF becomes a
  * shutdown(SHUT_WR) of the other side; a reset on either side resets both.
  */
-static void relay(struct connection *conn)
+CONNECTION_PHASE static void relay(struct connection *conn)
 {
 	struct relay_direction up, down; /* up: client to backend */
 	bool backend_closed_first = false;
@@ -1964,8 +1986,10 @@ static bool is_at_limit(const struct listener *l)
 	return l->max_children != 0 && l->live_children >= l->max_children;
 }
 
-static void accept_connections(struct listener *l, const struct options *opts,
-			       const struct subnets *allowed)
+/* Out of line: only the loop's frame above the child's (see run_listener). */
+__attribute__((noinline)) static void
+accept_connections(struct listener *l, const struct options *opts,
+		   const struct subnets *allowed)
 {
 	for (int i = 0; i < ACCEPT_BATCH && !is_at_limit(l); i++) {
 		struct sockaddr_storage peer;
@@ -2015,17 +2039,18 @@ static void accept_connections(struct listener *l, const struct options *opts,
  * connections. SIGTERM or SIGINT stops it at once; connections live on in
  * their own processes.
  */
-static int run_listener(struct listener *l, const struct options *opts,
-			const struct subnets *allowed)
+/*
+ * The accept loop. Out of line, so that run_listener can choose where its
+ * frame starts (see there); it counts children in a copy of the listener
+ * in that frame, since a page the loop writes after a fork is the child's.
+ */
+__attribute__((noinline)) static int
+accept_loop(const struct listener *set_up, const struct options *opts,
+	    const struct subnets *allowed)
 {
-	sigset_t signals;
+	struct listener copy = *set_up;
+	struct listener *l = &copy;
 
-	listener_signal_set(&signals);
-	l->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-	/* Accepted sockets inherit TCP_NODELAY: small messages go at once. */
-	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0 ||
-	    set_int_option(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
-		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
 	for (;;) {
 		int64_t now = monotonic_ms();
 		bool paused = l->paused_until_ms > now;
@@ -2047,6 +2072,38 @@ static int run_listener(struct listener *l, const struct options *opts,
 		if (fds[1].revents & POLLIN)
 			accept_connections(l, opts, allowed);
 	}
+}
+
+/*
+ * An idle connection's memory is mostly stack pages: those its process
+ * writes, and those the accept loop writes after the fork, whose original
+ * then belongs to the child alone. Both write just below the accept loop's
+ * frame: the loop, accept and fork, and in the child the phases of a
+ * connection (CONNECTION_PHASE), about 3.5 KiB together. Started near the
+ * top of a page, all of it fits in that page: one stack page a connection,
+ * where a frame starting anywhere would straddle two or three.
+ */
+#define STACK_PAGE 4096
+#define STACK_ROOM_WANTED 4032
+
+static int run_listener(struct listener *l, const struct options *opts,
+			const struct subnets *allowed)
+{
+	char here;
+	size_t padding = ((uintptr_t)&here + STACK_PAGE - STACK_ROOM_WANTED) %
+			 STACK_PAGE;
+	/* alloca: the stack pointer stays moved while the loop runs. */
+	char *pad = __builtin_alloca(padding + 1);
+	__asm__ volatile("" : : "r"(pad) : "memory");
+	sigset_t signals;
+
+	listener_signal_set(&signals);
+	l->signal_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+	/* Accepted sockets inherit TCP_NODELAY: small messages go at once. */
+	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0 ||
+	    set_int_option(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
+		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
+	return accept_loop(l, opts, allowed);
 }
 
 /*
