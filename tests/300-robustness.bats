@@ -175,6 +175,25 @@ assert_relay_works() {
 	[ "$(grep -c ' end=eof$' "$BACKEND_LOG")" -eq 10 ]
 }
 
+@test "an idle relayed connection's process owns at most two pages (its stack page and its copy of libc's data)" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+
+	start_bg held "$PPCLIENT" -c 20 -P 20 -s 192.0.2.50:10000 -t hi \
+		--hold-until "$TEST_DIR/release" --half-close -w 60 "127.0.0.1:$(port 0)"
+	held_pid=$BG_PID
+	wait_for_file_lines "$BACKEND_ACCEPTS" 20
+	local child dirty worst=0
+	for child in $(children_of "$MMPROXY_PID"); do
+		dirty=$(awk '/^Private_Dirty:/ {print $2}' "/proc/$child/smaps_rollup")
+		echo "# child $child: Private_Dirty ${dirty} kB"
+		[ "$dirty" -gt "$worst" ] && worst=$dirty
+	done
+	touch "$TEST_DIR/release"
+	wait_for_exit "$held_pid" 30
+	[ "$worst" -le 8 ]
+}
+
 @test "a v2 header with a wrong CRC32C is refused and never reaches the backend" {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)"
