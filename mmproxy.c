@@ -3491,7 +3491,16 @@ static void run_checks(struct check_run *run, const struct options *opts,
 		       bool probes)
 {
 	bool both = !opts->target4_given && !opts->target6_given;
+	/* A sandbox without AF_NETLINK: one line, not one per check. */
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 
+	if (fd < 0) {
+		check_report(run, false, "cannot ask the kernel about routing: "
+					 "socket(AF_NETLINK): %s",
+			     strerror(errno));
+		return;
+	}
+	close(fd);
 	probes = probes && opts->protocol == PROTOCOL_TCP;
 	if (opts->target4_given || both)
 		check_target(run, opts, &opts->target4, &opts->check_from4,
