@@ -34,23 +34,6 @@ xinetd_start() {
 	wait_for_listen "$listen_port"
 }
 
-# systemd-socket-activate OPTIONS... -- MMPROXY ARGS: mmproxy as a
-# socket-activated service would start it; its stderr (and that of
-# systemd-socket-activate) is $TEST_DIR/activate.err.
-activate_start() {
-	local listen=$1 listen_port=${1##*:}
-	shift
-	local options=()
-	while [ "$1" != -- ]; do
-		options+=("$1")
-		shift
-	done
-	shift
-	start_bg activate systemd-socket-activate "${options[@]}" -l "$listen" "$MMPROXY" "$@"
-	MMPROXY_LOG=$TEST_DIR/activate.err
-	wait_for_listen "$listen_port"
-}
-
 # The usual target and allow-list for a backend on $1, -v 2.
 target_args() {
 	echo "-4 127.0.0.1:$1 -6 [::1]:$1 --allowed-subnets $ALLOWED_SUBNETS -v 2"

@@ -128,21 +128,6 @@ tproxy_start() {
 	wait_for_listen "$(port 0)"
 }
 
-# systemd-socket-activate OPTIONS... -- MMPROXY ARGS..., on the test's port;
-# mmproxy's stderr is $TEST_DIR/activate.err.
-activate_start() {
-	local options=()
-	while [ "$1" != -- ]; do
-		options+=("$1")
-		shift
-	done
-	shift
-	start_bg activate systemd-socket-activate "${options[@]}" -l "0.0.0.0:$(port 0)" "$MMPROXY" "$@"
-	ACTIVATE_PID=$BG_PID
-	MMPROXY_LOG=$TEST_DIR/activate.err
-	wait_for_listen "$(port 0)"
-}
-
 # client [PPCLIENT OPTIONS...]: a plain TCP client (no PROXY header) in the
 # client namespace, to the server's address unless told otherwise.
 client() {
@@ -287,7 +272,7 @@ _only_launcher_left() {
 
 @test "inetd mode (systemd-socket-activate --accept --inetd) relays a diverted connection" {
 	server_start
-	activate_start --accept --inetd -- --tproxy -v 2
+	activate_start "0.0.0.0:$(port 0)" --accept --inetd -- --tproxy -v 2
 	run "$TRANSPARENT" "$ACTIVATE_PID"
 	[ "$status" -eq 0 ]
 	client_relays_ok "$SERVER_IP:$SERVER_PORT"
@@ -298,7 +283,7 @@ _only_launcher_left() {
 
 @test "a connected socket on fd 3 (systemd-socket-activate --accept) relays a diverted connection" {
 	server_start
-	activate_start --accept -- --tproxy -v 2
+	activate_start "0.0.0.0:$(port 0)" --accept -- --tproxy -v 2
 	run "$TRANSPARENT" "$ACTIVATE_PID"
 	[ "$status" -eq 0 ]
 	client_relays_ok "$SERVER_IP:$SERVER_PORT"
@@ -309,7 +294,7 @@ _only_launcher_left() {
 
 @test "a listening socket on fd 3 is made transparent by mmproxy itself and relays diverted connections" {
 	server_start
-	activate_start -- --tproxy -v 2
+	activate_start "0.0.0.0:$(port 0)" -- --tproxy -v 2
 	# Until mmproxy runs, the socket is not transparent and TPROXY drops
 	# what it would divert: a connection straight to the port starts
 	# mmproxy (systemd-socket-activate execs it on the first connection),

@@ -59,6 +59,9 @@
 #                                 mmproxy -l $LISTEN_ADDR:LPORT -4 127.0.0.1:BPORT
 #                                 -6 [::1]:BPORT --allowed-subnets $ALLOWED_SUBNETS
 #                                 -v 2 EXTRA..., then waits until it listens
+#   activate_start LISTEN OPTIONS... -- ARGS...
+#                                 mmproxy under systemd-socket-activate on
+#                                 LISTEN; ACTIVATE_PID, MMPROXY_LOG
 #   ppclient ARGS...              tests/helpers/ppclient in the namespace
 # Variables: REPO, MMPROXY (env overrides, default $REPO/mmproxy), BACKEND,
 # PPCLIENT, NETNS, TEST_DIR (this test's files), ALLOWED_SUBNETS (written by
@@ -349,6 +352,25 @@ mmproxy_start() {
 	start_bg mmproxy "$MMPROXY" "$@"
 	MMPROXY_PID=$BG_PID
 	MMPROXY_LOG=$TEST_DIR/mmproxy.err
+}
+
+# activate_start LISTEN OPTIONS... -- MMPROXY ARGS...: mmproxy as a
+# socket-activated service would start it, under systemd-socket-activate on
+# LISTEN (ADDR:PORT); ACTIVATE_PID is the launcher's, and its stderr and
+# mmproxy's are $TEST_DIR/activate.err (MMPROXY_LOG).
+activate_start() {
+	local listen=$1 listen_port=${1##*:}
+	shift
+	local options=()
+	while [ "$1" != -- ]; do
+		options+=("$1")
+		shift
+	done
+	shift
+	start_bg activate systemd-socket-activate "${options[@]}" -l "$listen" "$MMPROXY" "$@"
+	ACTIVATE_PID=$BG_PID
+	MMPROXY_LOG=$TEST_DIR/activate.err
+	wait_for_listen "$listen_port"
 }
 
 mmproxy_start_listener() {
