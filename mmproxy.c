@@ -3043,6 +3043,10 @@ typedef void netlink_visitor(struct nlmsghdr *msg, void *context);
 static int netlink_exchange(struct netlink_request *req, netlink_visitor *visit,
 			    void *context)
 {
+	/*
+	 * A dump's messages come in batches of up to 32 KiB. Static, not on
+	 * the stack: only the checks touch it, before any fork.
+	 */
 	static char buffer[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
 	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
