@@ -13,6 +13,10 @@
 # a connection that bypassed mmproxy would reach the backend from the same
 # address, so each test also checks mmproxy's own line for the connection.
 #
+# The same network carries IPv6 (2001:db8:1::2 client, 2001:db8:1::1 and
+# 2001:db8:2::1 proxy, 2001:db8:2::2 server), with the ip6tables and
+# `ip -6` halves of the same rules, so the IPv6 tests follow the same path.
+#
 # systemd makes a transparent listening socket with Transparent=yes;
 # systemd-socket-activate cannot, so in the inetd and connected-fd-3 tests
 # tests/helpers/transparent sets IP_TRANSPARENT on its listener.
@@ -25,44 +29,75 @@ SERVER_NS=$NETNS-server
 CLIENT_IP=10.1.0.2
 PROXY_IP=10.1.0.1
 SERVER_IP=10.2.0.2
+PROXY_SERVER_SIDE_IP=10.2.0.1
+CLIENT_IP6=2001:db8:1::2
+PROXY_IP6=2001:db8:1::1
+SERVER_IP6=2001:db8:2::2
+PROXY_SERVER_SIDE_IP6=2001:db8:2::1
 SERVER_PORT=80       # what the client connects to, and what is diverted
-OTHER_SERVER_PORT=81 # the -4 override's target
+OTHER_SERVER_PORT=81 # the -4 and -6 overrides' target
 
 # ---- three namespaces
 
 in_client() { ip netns exec "$CLIENT_NS" "$@"; }
 in_server() { ip netns exec "$SERVER_NS" "$@"; }
 
-# Each end namespace: lo up, one veth END_IF (ADDR/24) whose peer PROXY_IF
-# (PROXY_ADDR/24) is in the proxy namespace, default route via the proxy.
+# Each end namespace: lo up, one veth END_IF (ADDR/24, ADDR6/64) whose peer
+# PROXY_IF (PROXY_ADDR/24, PROXY_ADDR6/64) is in the proxy namespace,
+# default routes via the proxy. The IPv6 addresses skip duplicate address
+# detection (nodad), so they are usable at once.
 join_to_proxy() {
-	local ns=$1 end_if=$2 addr=$3 proxy_if=$4 proxy_addr=$5
+	local ns=$1 end_if=$2 addr=$3 addr6=$4 proxy_if=$5 proxy_addr=$6 proxy_addr6=$7
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 	ip -n "$ns" link add "$end_if" type veth peer name "$proxy_if" netns "$NETNS"
 	ip -n "$ns" addr add "$addr/24" dev "$end_if"
+	ip -n "$ns" addr add "$addr6/64" dev "$end_if" nodad
 	ip -n "$ns" link set "$end_if" up
 	ip -n "$NETNS" addr add "$proxy_addr/24" dev "$proxy_if"
+	ip -n "$NETNS" addr add "$proxy_addr6/64" dev "$proxy_if" nodad
 	ip -n "$NETNS" link set "$proxy_if" up
-	ip -n "$ns" route add default via "$proxy_addr"
+	ip -n "$ns" -4 route add default via "$proxy_addr"
+	ip -n "$ns" -6 route add default via "$proxy_addr6"
 }
 
-# The rules of mmproxy.8's TPROXY section. Packets of established
-# connections (a socket matches them) are marked and routed locally; new
-# ones to the server's port go through the DIVERT chain, which each test
-# points at its own mmproxy port (divert_to).
+# firewall 4|6 ARGS...: iptables or ip6tables in the proxy namespace.
+firewall() {
+	local family=$1
+	shift
+	if [ "$family" = 6 ]; then
+		netns_exec ip6tables "$@"
+	else
+		netns_exec iptables "$@"
+	fi
+}
+
+# tproxy_rules 4|6 SERVER_ADDR: the rules of mmproxy.8's TPROXY section for
+# one family. Packets of established connections (a socket matches them) are
+# marked and routed locally; new ones to the server's port go through the
+# DIVERT chain, which each test points at its own mmproxy port (divert_to).
 tproxy_rules() {
-	netns_exec sysctl -qw net.ipv4.ip_forward=1
-	netns_exec iptables -t mangle -N DIVERT
-	netns_exec iptables -t mangle -A PREROUTING -p tcp -m socket -j MARK --set-mark 1
-	netns_exec iptables -t mangle -A PREROUTING -p tcp -d "$SERVER_IP" --dport "$SERVER_PORT" -j DIVERT
-	netns_exec ip rule add fwmark 1 lookup 100
-	netns_exec ip route add local 0.0.0.0/0 dev lo table 100
+	local family=$1 server=$2 everywhere=0.0.0.0/0
+	if [ "$family" = 6 ]; then
+		everywhere=::/0
+		netns_exec sysctl -qw net.ipv6.conf.all.forwarding=1
+	else
+		netns_exec sysctl -qw net.ipv4.ip_forward=1
+	fi
+	firewall "$family" -t mangle -N DIVERT
+	firewall "$family" -t mangle -A PREROUTING -p tcp -m socket -j MARK --set-mark 1
+	firewall "$family" -t mangle -A PREROUTING -p tcp -d "$server" --dport "$SERVER_PORT" -j DIVERT
+	netns_exec ip "-$family" rule add fwmark 1 lookup 100
+	netns_exec ip "-$family" route add local "$everywhere" dev lo table 100
 }
 
+# Both families' DIVERT chains to PORT.
 divert_to() {
-	netns_exec iptables -t mangle -F DIVERT
-	netns_exec iptables -t mangle -A DIVERT -p tcp -j TPROXY --on-port "$1" --tproxy-mark 1
+	local family
+	for family in 4 6; do
+		firewall "$family" -t mangle -F DIVERT
+		firewall "$family" -t mangle -A DIVERT -p tcp -j TPROXY --on-port "$1" --tproxy-mark 1
+	done
 }
 
 remove_end_namespaces() {
@@ -75,15 +110,18 @@ remove_end_namespaces() {
 
 setup_file() {
 	require_executable "$TRANSPARENT"
-	if ! command -v iptables >/dev/null; then
-		echo "# iptables is missing: apt-get install iptables" >&2
+	if ! command -v iptables >/dev/null || ! command -v ip6tables >/dev/null; then
+		echo "# iptables or ip6tables is missing: apt-get install iptables" >&2
 		return 1
 	fi
 	common_setup_file
 	remove_end_namespaces
-	join_to_proxy "$CLIENT_NS" c0 "$CLIENT_IP" p0 "$PROXY_IP"
-	join_to_proxy "$SERVER_NS" s0 "$SERVER_IP" p1 10.2.0.1
-	tproxy_rules
+	join_to_proxy "$CLIENT_NS" c0 "$CLIENT_IP" "$CLIENT_IP6" \
+		p0 "$PROXY_IP" "$PROXY_IP6"
+	join_to_proxy "$SERVER_NS" s0 "$SERVER_IP" "$SERVER_IP6" \
+		p1 "$PROXY_SERVER_SIDE_IP" "$PROXY_SERVER_SIDE_IP6"
+	tproxy_rules 4 "$SERVER_IP"
+	tproxy_rules 6 "$SERVER_IP6"
 }
 
 teardown_file() {
@@ -109,7 +147,8 @@ _server_listens() {
 	[ -n "$(in_server ss -ltnH "sport = :$1")" ]
 }
 
-# The echo backend (or MODE) on 10.2.0.2:80 and :81, in the server namespace.
+# The echo backend (or MODE) on ports 80 and 81 of the server's IPv4 and
+# IPv6 addresses, in the server namespace.
 server_start() {
 	BACKEND_LOG=$TEST_DIR/backend.log
 	BACKEND_ACCEPTS=$TEST_DIR/backend.accepts
@@ -117,15 +156,22 @@ server_start() {
 	: >"$BACKEND_ACCEPTS"
 	start_bg backend ip netns exec "$SERVER_NS" "$BACKEND" \
 		-t "$SERVER_IP:$SERVER_PORT" -t "$SERVER_IP:$OTHER_SERVER_PORT" \
+		-t "[$SERVER_IP6]:$SERVER_PORT" -t "[$SERVER_IP6]:$OTHER_SERVER_PORT" \
 		-o "$BACKEND_LOG" -A "$BACKEND_ACCEPTS" -m "${1:-echo}" "${@:2}"
 	BACKEND_PID=$BG_PID
 	wait_until 10 _server_listens "$SERVER_PORT"
 }
 
-# mmproxy --tproxy -v 2 on the test's port, standalone.
-tproxy_start() {
-	mmproxy_start -l "0.0.0.0:$(port 0)" --tproxy -v 2 "$@"
+# tproxy_start_on HOST [ARGS...]: mmproxy --tproxy -v 2 ARGS on HOST (as
+# written before :PORT) and the test's port, standalone.
+tproxy_start_on() {
+	mmproxy_start -l "$1:$(port 0)" --tproxy -v 2 "${@:2}"
 	wait_for_listen "$(port 0)"
+}
+
+# On 0.0.0.0.
+tproxy_start() {
+	tproxy_start_on 0.0.0.0 "$@"
 }
 
 # client [PPCLIENT OPTIONS...]: a plain TCP client (no PROXY header) in the
@@ -147,7 +193,8 @@ client_relays_ok() {
 }
 
 # server_saw PEER_ADDR LOCAL: the backend's last line is a whole connection
-# from the client's own address to LOCAL, with the client's bytes.
+# from the client's own address (IPv6 in brackets) to LOCAL, with the
+# client's bytes.
 server_saw() {
 	local line
 	wait_for_file_lines "$BACKEND_LOG" 1
@@ -161,13 +208,15 @@ server_saw() {
 }
 
 # mmproxy_saw LB TARGET: mmproxy's summary line of a finished connection
-# from the client, the original destination as lb=.
+# from the client, the original destination as lb=. A diverted connection
+# is of one family, so LB's family tells which of the client's addresses to expect.
 mmproxy_saw() {
-	local line
+	local line client=$CLIENT_IP
+	[[ $1 == \[* ]] && client="[$CLIENT_IP6]"
 	wait_for_log "$MMPROXY_LOG" ' conn client='
 	line=$(grep ' conn client=' "$MMPROXY_LOG" | tail -n 1)
 	echo "mmproxy: $line"
-	[[ $(field client "$line") == "$CLIENT_IP":* ]]
+	[[ $(field client "$line") == "$client":* ]]
 	[ "$(field lb "$line")" = "$1" ]
 	[ "$(field target "$line")" = "$2" ]
 	[ "$(field end "$line")" = done ]
@@ -266,6 +315,84 @@ _only_launcher_left() {
 	[ "$(grep -c "^peer=$CLIENT_IP:" "$BACKEND_LOG")" -eq 20 ]
 	wait_until 10 _has_no_children "$MMPROXY_PID"
 	wait_until 10 _only_launcher_left "$MMPROXY_PID"
+}
+
+# ---- IPv6, and both families on one listener
+
+@test "a diverted IPv6 connection reaches the server from the client's own IPv6 address and port" {
+	server_start
+	tproxy_start_on "[::]"
+	client_relays_ok -b "[$CLIENT_IP6]:40001" "[$SERVER_IP6]:$SERVER_PORT"
+	server_saw "[$CLIENT_IP6]" "[$SERVER_IP6]:$SERVER_PORT"
+	grep -q "^peer=\[$CLIENT_IP6\]:40001 " "$BACKEND_LOG"
+	mmproxy_saw "[$SERVER_IP6]:$SERVER_PORT" "[$SERVER_IP6]:$SERVER_PORT"
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+}
+
+@test "an IPv6 server's answer after the client's half-close arrives intact" {
+	server_start sink -R 300000
+	tproxy_start_on "[::]"
+	run client -n 400000 --half-close "[$SERVER_IP6]:$SERVER_PORT"
+	echo "client: $output"
+	[ "$status" -eq 0 ]
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 300000 ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	line=$(tail -n 1 "$BACKEND_LOG")
+	echo "backend: $line"
+	[[ $(field peer "$line") == "[$CLIENT_IP6]":* ]]
+	[ "$(field bytes "$line")" = 400000 ]
+	[ "$(field crc "$line")" = "$(field crc_sent "$output")" ]
+	[ "$(field sent "$line")" = 300000 ]
+	[ "$(field crc_sent "$line")" = "$(field crc_received "$output")" ]
+	wait_for_log "$MMPROXY_LOG" ' up=400000 down=300000 .*end=done'
+}
+
+@test "-6 sends diverted IPv6 connections to its target instead of the original destination" {
+	server_start
+	tproxy_start_on "[::]" -6 "[$SERVER_IP6]:$OTHER_SERVER_PORT"
+	client_relays_ok "[$SERVER_IP6]:$SERVER_PORT"
+	server_saw "[$CLIENT_IP6]" "[$SERVER_IP6]:$OTHER_SERVER_PORT"
+	mmproxy_saw "[$SERVER_IP6]:$SERVER_PORT" "[$SERVER_IP6]:$OTHER_SERVER_PORT"
+}
+
+@test "an IPv6 connection straight to the listener, not diverted, is refused and never reaches the server" {
+	server_start
+	tproxy_start_on "[::]"
+	run client -n 1000 --half-close "[$PROXY_IP6]:$(port 0)"
+	echo "client: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" "end=not-diverted"
+	grep -qF "refused client=[$CLIENT_IP6]:" "$MMPROXY_LOG"
+	grep -qF "destination [$PROXY_IP6]:$(port 0) is this host's own address" "$MMPROXY_LOG"
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+	is_alive "$MMPROXY_PID"
+	[ ! -s "$BACKEND_ACCEPTS" ]
+}
+
+@test "one listener on [::] relays diverted IPv4 connections, from the client's IPv4 address, and IPv6 ones" {
+	server_start
+	tproxy_start_on "[::]"
+	client_relays_ok -b "$CLIENT_IP:40002" "$SERVER_IP:$SERVER_PORT"
+	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
+	grep -q "^peer=$CLIENT_IP:40002 " "$BACKEND_LOG"
+	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
+	client_relays_ok "[$SERVER_IP6]:$SERVER_PORT"
+	server_saw "[$CLIENT_IP6]" "[$SERVER_IP6]:$SERVER_PORT"
+	mmproxy_saw "[$SERVER_IP6]:$SERVER_PORT" "[$SERVER_IP6]:$SERVER_PORT"
+}
+
+@test "an IPv4 connection straight to a listener on [::] is refused and never reaches the server" {
+	server_start
+	tproxy_start_on "[::]"
+	run client -n 1000 --half-close "$PROXY_IP:$(port 0)"
+	echo "client: $output"
+	[ "$(field received "$output")" = 0 ]
+	wait_for_log "$MMPROXY_LOG" "end=not-diverted"
+	grep -q "refused client=$CLIENT_IP:[0-9]*: destination $PROXY_IP:$(port 0) is this host's own address" "$MMPROXY_LOG"
+	wait_until 10 _has_no_children "$MMPROXY_PID"
+	is_alive "$MMPROXY_PID"
+	[ ! -s "$BACKEND_ACCEPTS" ]
 }
 
 # ---- the other launch modes
