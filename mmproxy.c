@@ -787,8 +787,11 @@ static int open_listener(const struct options *opts, bool reuse_port)
 	    (reuse_port &&
 	     set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0))
 		die(EXIT_SYSTEM, "setsockopt on %s: %s", text, strerror(errno));
-	if (addr->ss_family == AF_INET6)
-		set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+	/* [::] takes IPv4 too, whatever net.ipv6.bindv6only says. */
+	if (addr->ss_family == AF_INET6 &&
+	    set_int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0) != 0)
+		die(EXIT_SYSTEM, "IPV6_V6ONLY off on %s: %s", text,
+		    strerror(errno));
 	if (opts->listen_transparent) {
 		int level = addr->ss_family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
 		int name = addr->ss_family == AF_INET6 ? IPV6_TRANSPARENT
