@@ -2041,11 +2041,10 @@ accept_connections(struct listener *l, const struct options *opts,
  * leaves the listening socket out of poll() so the backlog holds new
  * connections. SIGTERM or SIGINT stops it at once; connections live on in
  * their own processes.
- */
-/*
- * The accept loop. Out of line, so that run_listener can choose where its
- * frame starts (see there); it counts children in a copy of the listener
- * in that frame, since a page the loop writes after a fork is the child's.
+ *
+ * Out of line, so that run_listener can choose where its frame starts (see
+ * there); it counts children in a copy of the listener in that frame,
+ * since a page the loop writes after a fork is the child's.
  */
 __attribute__((noinline)) static int
 accept_loop(const struct listener *set_up, const struct options *opts,
