@@ -692,6 +692,18 @@ static socklen_t address_length(const struct sockaddr_storage *addr)
 					   : sizeof(struct sockaddr_in);
 }
 
+/* The address itself, in network order: 16 bytes for IPv6, else 4. */
+static const uint8_t *address_bytes(const struct sockaddr_storage *addr,
+				    size_t *len)
+{
+	if (addr->ss_family == AF_INET6) {
+		*len = 16;
+		return ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
+	}
+	*len = 4;
+	return (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+}
+
 /* Same family, address and port. */
 static bool same_address(const struct sockaddr_storage *a,
 			 const struct sockaddr_storage *b)
@@ -1203,11 +1215,11 @@ static int is_local_address(const struct sockaddr_storage *addr)
 		return errno == ENETUNREACH || errno == EHOSTUNREACH ? 0 : -1;
 	}
 	close(fd);
-	if (addr->ss_family == AF_INET)
-		return ((struct sockaddr_in *)&source)->sin_addr.s_addr ==
-		       in->sin_addr.s_addr;
-	return memcmp(&((struct sockaddr_in6 *)&source)->sin6_addr,
-		      &in6->sin6_addr, sizeof in6->sin6_addr) == 0;
+	size_t addr_len, source_len;
+	const uint8_t *bytes = address_bytes(addr, &addr_len);
+	const uint8_t *source_bytes = address_bytes(&source, &source_len);
+	return addr_len == source_len &&
+	       memcmp(bytes, source_bytes, addr_len) == 0;
 }
 
 /*
@@ -2328,16 +2340,12 @@ static uint32_t hash_address(uint32_t hash, const struct sockaddr_storage *addr)
 	size_t len = 0;
 	uint16_t port = 0;
 
-	if (addr->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)addr;
-		bytes = (const uint8_t *)&in->sin_addr;
-		len = 4;
-		port = in->sin_port;
-	} else if (addr->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)addr;
-		bytes = (const uint8_t *)&in6->sin6_addr;
-		len = 16;
-		port = in6->sin6_port;
+	/* AF_UNSPEC (a flow without client) hashes as no address at all. */
+	if (addr->ss_family == AF_INET || addr->ss_family == AF_INET6) {
+		bytes = address_bytes(addr, &len);
+		port = addr->ss_family == AF_INET6
+			       ? ((const struct sockaddr_in6 *)addr)->sin6_port
+			       : ((const struct sockaddr_in *)addr)->sin_port;
 	}
 	for (size_t i = 0; i < len; i++)
 		hash = (hash ^ bytes[i]) * 16777619u;
@@ -2983,24 +2991,12 @@ check_fix(const struct check_run *run, const char *label, const char *fmt, ...)
 static const char *format_host(const struct sockaddr_storage *addr, char *out,
 			       size_t size)
 {
-	const void *bytes = addr->ss_family == AF_INET6
-				    ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
-				    : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
+	size_t len;
+	const uint8_t *bytes = address_bytes(addr, &len);
 
 	if (inet_ntop(addr->ss_family, bytes, out, (socklen_t)size) == NULL)
 		snprintf(out, size, "-");
 	return out;
-}
-
-static const uint8_t *address_bytes(const struct sockaddr_storage *addr,
-				    size_t *len)
-{
-	if (addr->ss_family == AF_INET6) {
-		*len = 16;
-		return ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
-	}
-	*len = 4;
-	return (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
 }
 
 /* -- rtnetlink: one request, every answer handed to a visitor */
