@@ -243,24 +243,34 @@ _only_launcher_left() {
 	wait_until 10 _has_no_children "$MMPROXY_PID"
 }
 
+# answer_after_half_close_ok DESTINATION CLIENT_HOST UP DOWN: the client
+# sends UP bytes to DESTINATION and half-closes; the server (started as
+# `server_start sink -R DOWN`) answers only after that EOF reached it. Both
+# byte counts and checksums, the client's own address at the server, and
+# mmproxy's line.
+answer_after_half_close_ok() {
+	local destination=$1 client_host=$2 up=$3 down=$4 line
+	run client -n "$up" --half-close "$destination"
+	echo "client: $output"
+	[ "$status" -eq 0 ]
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = "$down" ]
+	wait_for_file_lines "$BACKEND_LOG" 1
+	line=$(tail -n 1 "$BACKEND_LOG")
+	echo "backend: $line"
+	[[ $(field peer "$line") == "$client_host":* ]]
+	[ "$(field bytes "$line")" = "$up" ]
+	[ "$(field crc "$line")" = "$(field crc_sent "$output")" ]
+	[ "$(field sent "$line")" = "$down" ]
+	[ "$(field crc_sent "$line")" = "$(field crc_received "$output")" ]
+	wait_for_log "$MMPROXY_LOG" " up=$up down=$down .*end=done"
+}
+
 @test "a few megabytes each way arrive intact, and the half-close reaches the server" {
 	# sink: the server answers only after the client's EOF reached it.
 	server_start sink -R 3000000
 	tproxy_start
-	run client -n 4000000 --half-close "$SERVER_IP:$SERVER_PORT"
-	echo "client: $output"
-	[ "$status" -eq 0 ]
-	[ "$(field end "$output")" = eof ]
-	[ "$(field received "$output")" = 3000000 ]
-	wait_for_file_lines "$BACKEND_LOG" 1
-	line=$(tail -n 1 "$BACKEND_LOG")
-	echo "backend: $line"
-	[[ $(field peer "$line") == "$CLIENT_IP":* ]]
-	[ "$(field bytes "$line")" = 4000000 ]
-	[ "$(field crc "$line")" = "$(field crc_sent "$output")" ]
-	[ "$(field sent "$line")" = 3000000 ]
-	[ "$(field crc_sent "$line")" = "$(field crc_received "$output")" ]
-	wait_for_log "$MMPROXY_LOG" ' up=4000000 down=3000000 .*end=done'
+	answer_after_half_close_ok "$SERVER_IP:$SERVER_PORT" "$CLIENT_IP" 4000000 3000000
 }
 
 @test "-4 sends diverted IPv4 connections to its target instead of the original destination" {
@@ -332,20 +342,7 @@ _only_launcher_left() {
 @test "an IPv6 server's answer after the client's half-close arrives intact" {
 	server_start sink -R 300000
 	tproxy_start_on "[::]"
-	run client -n 400000 --half-close "[$SERVER_IP6]:$SERVER_PORT"
-	echo "client: $output"
-	[ "$status" -eq 0 ]
-	[ "$(field end "$output")" = eof ]
-	[ "$(field received "$output")" = 300000 ]
-	wait_for_file_lines "$BACKEND_LOG" 1
-	line=$(tail -n 1 "$BACKEND_LOG")
-	echo "backend: $line"
-	[[ $(field peer "$line") == "[$CLIENT_IP6]":* ]]
-	[ "$(field bytes "$line")" = 400000 ]
-	[ "$(field crc "$line")" = "$(field crc_sent "$output")" ]
-	[ "$(field sent "$line")" = 300000 ]
-	[ "$(field crc_sent "$line")" = "$(field crc_received "$output")" ]
-	wait_for_log "$MMPROXY_LOG" ' up=400000 down=300000 .*end=done'
+	answer_after_half_close_ok "[$SERVER_IP6]:$SERVER_PORT" "[$CLIENT_IP6]" 400000 300000
 }
 
 @test "-6 sends diverted IPv6 connections to its target instead of the original destination" {
