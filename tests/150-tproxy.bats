@@ -388,9 +388,13 @@ refused_as_not_diverted() {
 
 # ---- the other launch modes
 
-@test "inetd mode (systemd-socket-activate --accept --inetd) relays a diverted connection" {
+# relays_one_per_connection OPTIONS...: under systemd-socket-activate with
+# OPTIONS (one mmproxy per connection), whose listening socket is made
+# transparent as Transparent=yes would, a diverted connection is relayed
+# from the client's address, and its process ends with it.
+relays_one_per_connection() {
 	server_start
-	activate_start "0.0.0.0:$(port 0)" --accept --inetd -- --tproxy -v 2
+	activate_start "0.0.0.0:$(port 0)" "$@" -- --tproxy -v 2
 	run "$TRANSPARENT" "$ACTIVATE_PID"
 	[ "$status" -eq 0 ]
 	client_relays_ok "$SERVER_IP:$SERVER_PORT"
@@ -399,15 +403,12 @@ refused_as_not_diverted() {
 	wait_until 10 _only_launcher_left "$ACTIVATE_PID"
 }
 
+@test "inetd mode (systemd-socket-activate --accept --inetd) relays a diverted connection" {
+	relays_one_per_connection --accept --inetd
+}
+
 @test "a connected socket on fd 3 (systemd-socket-activate --accept) relays a diverted connection" {
-	server_start
-	activate_start "0.0.0.0:$(port 0)" --accept -- --tproxy -v 2
-	run "$TRANSPARENT" "$ACTIVATE_PID"
-	[ "$status" -eq 0 ]
-	client_relays_ok "$SERVER_IP:$SERVER_PORT"
-	server_saw "$CLIENT_IP" "$SERVER_IP:$SERVER_PORT"
-	mmproxy_saw "$SERVER_IP:$SERVER_PORT" "$SERVER_IP:$SERVER_PORT"
-	wait_until 10 _only_launcher_left "$ACTIVATE_PID"
+	relays_one_per_connection --accept
 }
 
 @test "a listening socket on fd 3 is made transparent by mmproxy itself and relays diverted connections" {
