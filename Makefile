@@ -40,7 +40,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 	  tests/helpers/transparent
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
-BENCH = tests/bench/loadgen tests/bench/echo
+BENCH = tests/bench/loadgen tests/bench/echo tests/bench/forkcost
 
 .PHONY: all test test-programs asan fuzz bench demo install uninstall clean format
 
@@ -86,6 +86,10 @@ TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
 
 tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
+
+# The fork micro-benchmark is as small as a process gets: no toolkit.
+tests/bench/forkcost: tests/bench/forkcost.c
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
