@@ -327,7 +327,7 @@ refuses() {
 	[[ $help == usage:* ]]
 	# Every name in option_names, as -x or --name, not as part of a longer name.
 	names=$(sed -n '/^static const struct option_name option_names\[\]/,/^};/p' \
-		"$REPO/mmproxy.c" | grep -oE '^\s*\{"[^"]+"' | grep -oE '[^"{[:space:]]+')
+		"$REPO/options.c" | grep -oE '^\s*\{"[^"]+"' | grep -oE '[^"{[:space:]]+')
 	[ "$(echo "$names" | grep -c .)" -ge 30 ]
 	missing=
 	for name in $names; do
