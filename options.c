@@ -73,7 +73,8 @@ static const char help_text[] =
 	"--connect-timeout, --port-fallback and --inetd; with TCP, --max-flows;\n"
 	"with a connection handed over (--inetd, systemd Accept=yes), -l,\n"
 	"--listeners, --max-connections and --listen-transparent; with a\n"
-	"listening socket from systemd, -l, --listeners and --listen-transparent.\n"
+	"listening socket from systemd, -l, --inetd, --listeners and\n"
+	"--listen-transparent.\n"
 	"\n"
 	"Also accepted, for command lines written for cloudflare mmproxy or\n"
 	"go-mmproxy: one or two dashes on every long option; -a and\n"
@@ -535,6 +536,9 @@ static const char *meaningless_reason(enum option_id id, enum launch_mode mode)
 			return "systemd passed the one listening socket";
 		case OPT_LISTEN_TRANSPARENT:
 			return "set Transparent=yes in the socket unit";
+		case OPT_INETD:
+			return "systemd passed a listening socket, not a "
+			       "connection";
 		case OPT_MAX_FLOWS:
 			return "flows are UDP's";
 		default:
