@@ -24,7 +24,11 @@
  *    page, where a frame starting anywhere would straddle two or three.
  *
  * Both depend on the compiler's frame layout, which no standard promises:
- * the two-page test is what guards them.
+ * the two-page test is what guards them. Two more habits in listener.c
+ * serve the same end and are explained where they are: the fork is
+ * _Fork(), whose child writes no libc page, and the loop counts children
+ * in a copy of its state in its own frame, never in a page it shares with
+ * a child.
  */
 #ifndef STACK_LAYOUT_H
 #define STACK_LAYOUT_H
