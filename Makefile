@@ -50,11 +50,11 @@ all: mmproxy
 # ones (no I/O, no globals) are built with -Wconversion as well.
 PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
-	      relay.o listener.o udp.o check.o netlink.o
+	      relay.o listener.o pool.o udp.o check.o netlink.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
-	  sockets.h signals.h spoof.h connection.h relay.h listener.h udp.h \
+	  sockets.h signals.h spoof.h connection.h relay.h listener.h pool.h udp.h \
 	  check.h netlink.h stack_layout.h
 
 mmproxy: $(OBJS)

@@ -19,6 +19,6 @@
  * status once SIGTERM or SIGINT stops it; start-up failures exit.
  */
 int listener_run(int activated_fd, const struct options *opts,
-		 const struct subnets *allowed);
+		 struct subnets *allowed);
 
 #endif

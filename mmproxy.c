@@ -155,8 +155,7 @@ static void load_allowed_subnets(const char *path, struct subnets *table)
 
 /* The long-lived modes read their signals from a signalfd, never async. */
 static int run_long_lived(enum launch_mode mode, int activated_fd,
-			  const struct options *opts,
-			  const struct subnets *allowed)
+			  const struct options *opts, struct subnets *allowed)
 {
 	check_warn_about_routing(opts);
 	if (signals_block() != 0)
@@ -174,7 +173,7 @@ int main(int argc, char **argv)
 {
 	struct options opts;
 	struct subnets table;
-	const struct subnets *allowed = NULL;
+	struct subnets *allowed = NULL;
 	int activated_fd;
 
 	protect_standard_fds();
@@ -185,8 +184,8 @@ int main(int argc, char **argv)
 		return check_run(&opts);
 	/*
 	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP: a
-	 * closed terminal must not cut established connections; to reload
-	 * the subnets file, restart (connections live on).
+	 * closed terminal must not cut established connections; the listener
+	 * takes it back to reload the allowed subnets.
 	 */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
 	    signal(SIGHUP, SIG_IGN) == SIG_ERR)

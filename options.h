@@ -32,6 +32,9 @@ struct options {
 	enum protocol protocol;
 	unsigned listeners;
 	unsigned max_connections;
+	unsigned connections_per_process; /* 1: a fresh process each */
+	unsigned min_spare;		  /* the pool's waiting processes */
+	unsigned max_spare;
 	int header_timeout_ms;
 	int connect_timeout_ms;
 	unsigned close_after_s;

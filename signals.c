@@ -4,6 +4,8 @@
  */
 #include "signals.h"
 
+#include "pool.h"
+
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -14,6 +16,8 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGCHLD);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, POOL_STOP_SIGNAL);
 }
 
 int signals_block(void)
@@ -32,16 +36,19 @@ int signals_open_fd(void)
 	return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-bool signals_read(int fd, bool *child_exited)
+struct signals_seen signals_read(int fd)
 {
 	struct signalfd_siginfo info;
-	bool stop = false;
+	struct signals_seen seen = {false, false, false};
 
 	while (read(fd, &info, sizeof info) == sizeof info) {
 		if (info.ssi_signo == SIGCHLD)
-			*child_exited = true;
-		else
-			stop = true;
+			seen.child_exited = true;
+		else if (info.ssi_signo == SIGHUP)
+			seen.reload = true;
+		else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT)
+			seen.stop = true;
+		/* The stop signal asks nothing of a listener. */
 	}
-	return stop;
+	return seen;
 }

@@ -1,6 +1,8 @@
 /*
- * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT),
- * blocked and read through a signalfd, never handled asynchronously.
+ * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT,
+ * SIGHUP), blocked and read through a signalfd, never handled
+ * asynchronously. The pool's stop signal (pool.h) is blocked too, so that a
+ * connection process just forked holds it until it can handle it.
  *
  * Holds the set, blocking it, the signalfd and reading it. Holds nothing of
  * what a mode does on a signal.
@@ -16,10 +18,14 @@ int signals_block(void);
 /* A non-blocking, close-on-exec signalfd for the set; -1 with errno on error. */
 int signals_open_fd(void);
 
-/*
- * Read every pending signal from fd. Returns true when one of them asks us
- * to stop (SIGTERM, SIGINT); *child_exited is set on SIGCHLD.
- */
-bool signals_read(int fd, bool *child_exited);
+/* What the pending signals ask for. */
+struct signals_seen {
+	bool stop;	   /* SIGTERM, SIGINT */
+	bool child_exited; /* SIGCHLD */
+	bool reload;	   /* SIGHUP */
+};
+
+/* Read every pending signal from fd. */
+struct signals_seen signals_read(int fd);
 
 #endif

@@ -684,9 +684,7 @@ int udp_run(int listen_fd, const struct options *opts,
 			if (source == NULL) {
 				udp_receive_from_load_balancers(&proxy);
 			} else if (source == &proxy) {
-				bool child_exited = false;
-				if (signals_read(proxy.signal_fd,
-						 &child_exited)) {
+				if (signals_read(proxy.signal_fd).stop) {
 					udp_teardown(&proxy);
 					return 0;
 				}
