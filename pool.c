@@ -108,10 +108,10 @@ struct pool *pool_create(const struct pool_settings *settings, int listen_fd)
 	    set_blocking(listen_fd) != 0)
 		return NULL;
 	/*
-	 * Every page of the scoreboard touched by the listener now: a shared
-	 * page only one child had touched would count as that child's own.
+	 * Zeroed by the kernel, and touched page by page as slots are used:
+	 * the listener writes a slot's state before its child exists, so no
+	 * page of it is ever a child's alone (which would count as its own).
 	 */
-	memset(pool, 0, shared_size);
 	pool->settings = *settings;
 	pool->listen_fd = listen_fd;
 	pool->wake_read_fd = wake[0];
