@@ -348,11 +348,14 @@ run_connection_child(struct listener *l, int client_fd,
 	/*
 	 * SIGTERM ends a connection as usual; a terminal's ^C is for the
 	 * listener, so it stays blocked: connections run to their end, and
-	 * a terminal's hangup is ignored for the same reason.
+	 * a terminal's hangup is ignored for the same reason. The pool's
+	 * stop signal asks for nothing this process would do anyway: it
+	 * takes no other connection.
 	 */
 	sigemptyset(&only_interrupt);
 	sigaddset(&only_interrupt, SIGINT);
 	if (signal(SIGHUP, SIG_IGN) == SIG_ERR ||
+	    signal(POOL_STOP_SIGNAL, SIG_IGN) == SIG_ERR ||
 	    sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
 	int status = connection_run(client_fd, peer, opts, l->allowed);
