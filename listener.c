@@ -207,6 +207,11 @@ run_pool_child(struct listener *l, int slot, const struct options *opts)
 			continue;
 		}
 		count_connection_event(EVENT_ACCEPTED, 0);
+		/*
+		 * A sandbox that drops accept() for a process's last
+		 * connection asks pool_child_is_last_connection() here (and,
+		 * since a stop request can come later, may ask again).
+		 */
 		status = connection_run(fd, &peer, opts, l->allowed);
 		count_connection_event(EVENT_ENDED, status);
 		pool_child_served(&child);

@@ -323,6 +323,13 @@ bool pool_child_takes_no_other(const struct pool_child *child)
 	       child->served >= child->pool->settings.connections_per_process;
 }
 
+bool pool_child_is_last_connection(const struct pool_child *child)
+{
+	return stop_request.stop ||
+	       child->served + 1 >=
+		       child->pool->settings.connections_per_process;
+}
+
 static void set_state(struct pool_child *child, enum slot_state state)
 {
 	struct pool *pool = child->pool;

@@ -137,4 +137,13 @@ void pool_child_served(struct pool_child *child);
  */
 bool pool_child_takes_no_other(const struct pool_child *child);
 
+/*
+ * Is the connection this process just took its last? True when it is the
+ * --connections-per-process'th, or once a stop request or the listener's
+ * death came (which can happen during the connection: the answer can turn
+ * true while it is served, never back to false). From then on the process
+ * has no use for accept(), the listening socket or the wake pipe.
+ */
+bool pool_child_is_last_connection(const struct pool_child *child);
+
 #endif
