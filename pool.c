@@ -129,13 +129,20 @@ int pool_wake_fd(const struct pool *pool)
 	return pool->wake_read_fd;
 }
 
+/*
+ * Drain first, then clear: a process that set the flag after the drain
+ * has its byte still in the pipe, or wrote none because the flag was still
+ * set, and then the listener's count, taken after this, includes it. The
+ * other order loses a request whose byte the drain swallowed after the
+ * flag was cleared, and no process would ever write again.
+ */
 void pool_wakes_clear(struct pool *pool)
 {
 	char bytes[64];
 
-	atomic_store(&pool->wake_pending, false);
 	while (read(pool->wake_read_fd, bytes, sizeof bytes) > 0)
 		;
+	atomic_store(&pool->wake_pending, false);
 }
 
 unsigned pool_live(const struct pool *pool)

@@ -146,23 +146,26 @@ finish_held_connection() {
 	[ ! -s "$BACKEND_ACCEPTS" ]
 }
 
-@test "a burst of 40 connections at once is served as the pool grows, and the spares above --max-spare leave after it" {
+@test "bursts of 40 connections at once are served as the pool grows, and the spares above --max-spare leave after each" {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --min-spare 2 --max-spare 4
 	wait_until 10 eval '[ "$(children_of "$MMPROXY_PID" | wc -l)" -eq 2 ]'
 
-	start_bg held "$PPCLIENT" -c 40 -P 40 -s 192.0.2.84:10000 -t hi \
-		--hold-until "$TEST_DIR/release" --half-close -w 60 "127.0.0.1:$(port 0)"
-	held_pid=$BG_PID
-	wait_for_file_lines "$BACKEND_ACCEPTS" 40
-	[ "$(busy_children_of "$MMPROXY_PID" | wc -l)" -eq 40 ]
-	touch "$TEST_DIR/release"
-	wait_for_exit "$held_pid" 30
-	grep -q '^connections=40 ok=40 failed=0$' "$TEST_DIR/held.out"
-
-	# Once a second the listener asks the spares above 4 to go.
-	wait_until 10 eval '[ "$(children_of "$MMPROXY_PID" | wc -l)" -le 4 ]'
-	relays 192.0.2.84:20000
+	# The second burst meets a pool that shrank: it must grow again.
+	for burst in 1 2 3; do
+		rm -f "$TEST_DIR/release"
+		start_bg held "$PPCLIENT" -c 40 -P 40 -s "192.0.2.84:${burst}0000" -t hi \
+			--hold-until "$TEST_DIR/release" --half-close -w 60 "127.0.0.1:$(port 0)"
+		held_pid=$BG_PID
+		wait_for_file_lines "$BACKEND_ACCEPTS" $((burst * 40))
+		[ "$(busy_children_of "$MMPROXY_PID" | wc -l)" -eq 40 ]
+		touch "$TEST_DIR/release"
+		wait_for_exit "$held_pid" 30
+		grep -q '^connections=40 ok=40 failed=0$' "$TEST_DIR/held.out"
+		# Once a second the listener asks the spares above 4 to go.
+		wait_until 10 eval '[ "$(children_of "$MMPROXY_PID" | wc -l)" -le 4 ]'
+	done
+	relays 192.0.2.84:40000
 }
 
 @test "on SIGTERM the waiting processes exit at once and a busy one finishes its connection and takes no other" {
