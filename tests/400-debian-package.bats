@@ -11,9 +11,12 @@
 # the maintainer scripts skip their systemctl calls (they test for
 # /run/systemd/system). To see what they would do under systemd, every apt-get
 # run here goes through as_if_systemd: a private mount namespace in which
-# /run/systemd/system exists, and a stand-in systemctl first on PATH that
-# records each call and answers is-enabled and is-active as told. The real
-# maintainer scripts, deb-systemd-invoke and deb-systemd-helper run; the
+# /run/systemd/system exists, and a stand-in systemctl first on dpkg's PATH
+# (apt-get's DPkg::Path) that records each call and answers is-enabled and
+# is-active as told. A /usr/sbin/policy-rc.d (containers have one that
+# forbids every start and stop) is covered there by one that allows all, as
+# on a machine without it. The real maintainer scripts, deb-systemd-invoke
+# and deb-systemd-helper run; the
 # record shows what systemd would have been asked (nothing started on
 # install, the listener restarted on upgrade, everything stopped on remove).
 # What systemd would then do for the restart (KillMode=process: SIGTERM to
@@ -48,6 +51,9 @@ setup_file() {
 	common_setup_file
 	mkdir -p "$PKG_DIR/v1" "$PKG_DIR/v2" "$SHIM_DIR"
 	write_systemctl_shim "$SHIM_DIR/systemctl"
+	printf '#!/bin/sh\n# Every action allowed, as where there is no policy-rc.d.\nexit 0\n' \
+		>"$SHIM_DIR/policy-rc.d"
+	chmod 755 "$SHIM_DIR/policy-rc.d"
 }
 
 teardown_file() {
@@ -88,10 +94,14 @@ as_if_systemd() {
 	shift 2
 	: >"$SYSTEMCTL_LOG"
 	ENABLED_UNITS=$enabled ACTIVE_UNITS=$active SYSTEMCTL_LOG=$SYSTEMCTL_LOG \
-		PATH="$SHIM_DIR:$PATH" DEBIAN_FRONTEND=noninteractive \
+		SHIM_DIR=$SHIM_DIR DEBIAN_FRONTEND=noninteractive \
 		unshare --mount --propagation private sh -c '
-			mount -t tmpfs mmproxy-test /run/systemd && mkdir /run/systemd/system &&
-				exec apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=120 "$@"' \
+			mount -t tmpfs mmproxy-test /run/systemd && mkdir /run/systemd/system || exit 1
+			if [ -e /usr/sbin/policy-rc.d ]; then
+				mount --bind "$SHIM_DIR/policy-rc.d" /usr/sbin/policy-rc.d || exit 1
+			fi
+			exec apt-get -y -q --no-install-recommends -o DPkg::Lock::Timeout=120 \
+				-o DPkg::Path="$SHIM_DIR:/usr/sbin:/usr/bin:/sbin:/bin" "$@"' \
 			as_if_systemd "$@" </dev/null
 }
 
