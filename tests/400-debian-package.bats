@@ -193,7 +193,8 @@ file_size() {
 		printf '%s\n' etc/default/mmproxy etc/mmproxy/allowed-subnets.txt etc/xinetd.d/mmproxy \
 			usr/sbin/mmproxy usr/share/man/man8/mmproxy.8.gz \
 			usr/share/doc/mmproxy/README.gz usr/share/doc/mmproxy/README.md.gz \
-			usr/share/doc/mmproxy/changelog.gz usr/share/doc/mmproxy/copyright
+			usr/share/doc/mmproxy/changelog.gz usr/share/doc/mmproxy/copyright \
+			usr/share/lintian/overrides/mmproxy
 		printf "${unitdir#/}/%s\n" "${UNITS[@]}"
 	} | LC_ALL=C sort) <(awk '$1 !~ /^d/ { sub("^\\./", "", $6); print $6 }' \
 		"$BATS_TEST_TMPDIR/contents" | LC_ALL=C sort)
@@ -242,12 +243,15 @@ file_size() {
 	grep -q 'is-enabled.*mmproxy.service' "$SYSTEMCTL_LOG"
 	[ -z "$(systemctl_actions)" ]
 	# Enabling would have left symlinks in /etc/systemd/system, where
-	# deb-systemd-helper puts them whether systemd runs or not; its state
-	# file for each unit exists (for purge) and lists no symlink.
+	# deb-systemd-helper puts them whether systemd runs or not. Its state
+	# file for each unit names the symlinks that enabling would make (for
+	# purge to remove): none of them exists.
 	[ -z "$(find /etc/systemd/system -name '*mmproxy*')" ]
 	for unit in mmproxy-routing.service mmproxy.service mmproxy.socket; do
-		[ -f "/var/lib/systemd/deb-systemd-helper-enabled/$unit.dsh-also" ]
-		[ ! -s "/var/lib/systemd/deb-systemd-helper-enabled/$unit.dsh-also" ]
+		state=/var/lib/systemd/deb-systemd-helper-enabled/$unit.dsh-also
+		echo "$state:"; cat "$state"
+		grep -q "/$unit\$" "$state"
+		while IFS= read -r link; do [ ! -e "$link" ] && [ ! -L "$link" ]; done <"$state"
 		! deb-systemd-helper --quiet was-enabled "$unit" || false
 	done
 	# The xinetd entry is there, disabled.
@@ -304,7 +308,7 @@ file_size() {
 	# The upgrade, with the routing and the listener enabled and running.
 	cd "$PKG_DIR/v2"
 	run as_if_systemd "mmproxy-routing.service mmproxy.service" \
-		"mmproxy-routing.service mmproxy.service" install ./mmproxy_*.deb
+		"mmproxy-routing.service mmproxy.service" install ./mmproxy_*.deb 5>&-
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[ "$(package_status)" = "ii  $(cat version)" ]
@@ -324,7 +328,8 @@ file_size() {
 	wait_for_exit "$listener"
 	wait_for_no_listen 8443
 	unit_command "$(unit_dir)/mmproxy.service"
-	start_bg listener2 "${UNIT_COMMAND[@]}"
+	# Not holding fd 5, the FIFO's writer: closing it must be the EOF.
+	start_bg listener2 "${UNIT_COMMAND[@]}" 5>&-
 	wait_for_listen 8443
 
 	# The open connection still moves bytes both ways, to its end.
