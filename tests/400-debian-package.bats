@@ -169,6 +169,9 @@ file_size() {
 	run dpkg-buildpackage -us -uc -b
 	[ "$status" -eq 0 ] || { echo "$output" | tail -n 40; false; }
 	[ -f "$PKG_DIR/v1/mmproxy_${version}_${arch}.deb" ]
+	# What the build leaves in the tree, .gitignore covers.
+	git status --porcelain
+	[ -z "$(git status --porcelain)" ]
 	# The package's version is the one mmproxy --version prints.
 	[ "$(./mmproxy --version)" = "mmproxy $version" ]
 	echo "$version" >"$PKG_DIR/v1/version"
