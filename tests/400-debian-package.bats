@@ -16,11 +16,13 @@
 # is-active as told. A /usr/sbin/policy-rc.d (containers have one that
 # forbids every start and stop) is covered there by one that allows all, as
 # on a machine without it. The real maintainer scripts, deb-systemd-invoke
-# and deb-systemd-helper run; the
-# record shows what systemd would have been asked (nothing started on
-# install, the listener restarted on upgrade, everything stopped on remove).
-# What systemd would then do for the restart (KillMode=process: SIGTERM to
-# the listener alone, then the unit's new ExecStart=) the test does itself.
+# and deb-systemd-helper run; the record shows what systemd would have been
+# asked (nothing started on install, the listener restarted on upgrade,
+# everything stopped on remove). What systemd would then do for the restart
+# (KillMode=process: SIGTERM to the listener alone, then the unit's new
+# ExecStart=) the test does itself. Enabling needs no systemd: it is
+# deb-systemd-helper's symlinks in /etc/systemd/system and its state in
+# /var/lib/systemd, which the test reads directly.
 #
 # The clone is of the committed tree (HEAD of the repository holding this
 # file): uncommitted changes are not in the package. The test refuses to run
