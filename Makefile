@@ -41,7 +41,7 @@ HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 	  tests/helpers/transparent
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test \
 	     tests/unit/options_test tests/unit/endpoint_test \
-	     tests/unit/flowtable_test
+	     tests/unit/flowtable_test tests/unit/relay_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
 .PHONY: all test test-programs asan fuzz bench demo install uninstall clean format
