@@ -240,3 +240,42 @@ refused_transport() {
 	echo "# connection process $child: $(ls -l /proc/"$child"/fd | tail -n +2)"
 	[ ! -e "/proc/$child/fd/4" ]
 }
+
+# A syslog for one process tree: in a mount namespace of its own, /dev is
+# a fresh tmpfs holding /dev/null and a /dev/log socket whose datagrams
+# are appended, one a line, to $SYSLOG_FILE; then CMD runs.
+start_with_private_syslog() {
+	SYSLOG_FILE=$TEST_DIR/syslog
+	: >"$SYSLOG_FILE"
+	start_bg syslogged unshare -m bash -c '
+		mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 || exit 1
+		/usr/bin/python3 -c "
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(\"/dev/log\")
+with open(sys.argv[1], \"ab\", 0) as f:
+    while True:
+        f.write(s.recv(65536) + b\"\\n\")
+" "$0" &
+		for i in $(seq 250); do [ -S /dev/log ] && break; sleep 0.02; done
+		exec "$@"' "$SYSLOG_FILE" "$@"
+}
+
+@test "without --allowed-subnets each inetd-style connection process warns once, through syslog" {
+	backend_start echo "$(port 1)"
+	# Standard error closed, as it is useless under xinetd: mmproxy then
+	# logs through syslog.
+	start_with_private_syslog systemd-socket-activate --accept --inetd -l "127.0.0.1:$(port 0)" \
+		bash -c 'exec 2>&- "$@"' mmproxy "$MMPROXY" --inetd -4 "127.0.0.1:$(port 1)" -v 1
+	wait_for_listen "$(port 0)"
+	run ppclient -2 -s 192.0.2.89:40000 -t hello --half-close -w 10 "127.0.0.1:$(port 0)"
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 5 ]
+	run ppclient -2 -s 192.0.2.89:40001 -t hello --half-close -w 10 "127.0.0.1:$(port 0)"
+	[ "$(field end "$output")" = eof ]
+	wait_until 5 eval '[ "$(grep -c "no --allowed-subnets" "$SYSLOG_FILE")" -ge 2 ]'
+	cat "$SYSLOG_FILE"
+	# Two processes, one line each, tagged mmproxy[PID] by syslog(3).
+	[ "$(grep -c 'no --allowed-subnets' "$SYSLOG_FILE")" -eq 2 ]
+	[ "$(grep 'no --allowed-subnets' "$SYSLOG_FILE" | grep -oE 'mmproxy\[[0-9]+\]' | sort -u | wc -l)" -eq 2 ]
+}
