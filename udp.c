@@ -1,8 +1,8 @@
 /*
  * udp: the long-lived datagram mode (see udp.h).
  *
- * The file follows the data: a flow and the proxy's state; the flow table
- * (hash, idle order, expiry, the cap); opening a flow; a datagram from a
+ * The file follows the data: a flow and the proxy's state; opening a flow
+ * (its entry in flowtable.c, its socket from spoof.c); a datagram from a
  * load balancer to its flow; replies back; set-up and the event loop.
  * Holds nothing of TCP; the socket from the client's address is spoof.c's.
  */
@@ -10,6 +10,7 @@
 #include "udp.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "flowtable.h"
 #include "log.h"
 #include "netaddr.h"
 #include "proxyhdr.h"
@@ -35,16 +37,14 @@
  * client address:port) pair, with its own socket bound to the client's
  * address and connected to the target, so the application sees the client
  * and its replies come back to that socket, to be sent on to the load
- * balancer. Flows live in a hash table for lookup and in a list ordered by
- * last activity: since every flow has the same idle limit, that order is
- * also expiry order, so expiring never scans a live flow.
+ * balancer. The flows themselves are flowtable.c's.
  */
 /* Room for one IP_PKTINFO or IPV6_PKTINFO control message. */
 #define UDP_CONTROL_SIZE CMSG_SPACE(sizeof(struct in6_pktinfo))
 
+/* A flow: its entry in the table (first, see flowtable.h), then its own. */
 struct udp_flow {
-	struct sockaddr_storage lb_addr;
-	struct sockaddr_storage client_addr; /* AF_UNSPEC for LOCAL/UNSPEC */
+	struct flow entry; /* load balancer, client, idle order */
 	struct sockaddr_storage target_addr;
 	/*
 	 * For replies: the address the load balancer sent to, as a PKTINFO
@@ -58,10 +58,6 @@ struct udp_flow {
 	} reply_control;
 	size_t reply_control_len;
 	int fd;
-	int64_t last_active_ms;
-	struct udp_flow *hash_next;
-	struct udp_flow *idle_prev; /* toward the least recently active */
-	struct udp_flow *idle_next;
 };
 
 enum {
@@ -105,17 +101,7 @@ struct udp_proxy {
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
-	unsigned max_flows; /* --max-flows, or what the fd limit allows */
-	struct udp_flow *flow_pool; /* max_flows entries, reserved up front */
-	unsigned flows_handed_out;  /* pool entries used at least once */
-	struct udp_flow *free_flows; /* closed flows, for reuse */
-	uint32_t hash_seed;
-	struct udp_flow **buckets;
-	size_t bucket_mask;
-	struct udp_flow *idle_head; /* least recently active */
-	struct udp_flow *idle_tail;
-	unsigned live_flows;
-	int64_t idle_limit_ms;
+	struct flow_table flows;
 	uint64_t drops[UDP_DROP_COUNT];
 	uint64_t evictions;
 	struct rate_limit drop_log;
@@ -135,77 +121,13 @@ struct udp_proxy {
 	struct iovec send_iovecs[UDP_BATCH];
 };
 
-/* FNV-1a over the parts of an address that identify it. */
-static uint32_t hash_address(uint32_t hash, const struct sockaddr_storage *addr)
-{
-	const uint8_t *bytes = NULL;
-	size_t len = 0;
-	uint16_t port = 0;
+/* The flow a table entry belongs to: the entry is its first member. */
+_Static_assert(offsetof(struct udp_flow, entry) == 0,
+	       "flowtable.c hands out entries as struct flow");
 
-	/* AF_UNSPEC (a flow without client) hashes as no address at all. */
-	if (addr->ss_family == AF_INET || addr->ss_family == AF_INET6) {
-		bytes = netaddr_bytes(addr, &len);
-		port = htons(netaddr_port(addr));
-	}
-	for (size_t i = 0; i < len; i++)
-		hash = (hash ^ bytes[i]) * 16777619u;
-	hash = (hash ^ (port & 0xff)) * 16777619u;
-	return (hash ^ (uint32_t)(port >> 8)) * 16777619u;
-}
-
-static struct udp_flow **udp_bucket(struct udp_proxy *proxy,
-				    const struct sockaddr_storage *lb,
-				    const struct sockaddr_storage *client)
+static struct udp_flow *udp_flow_of(struct flow *entry)
 {
-	uint32_t hash = hash_address(hash_address(proxy->hash_seed, lb), client);
-	return &proxy->buckets[hash & proxy->bucket_mask];
-}
-
-static struct udp_flow *udp_find_flow(struct udp_proxy *proxy,
-				      const struct sockaddr_storage *lb,
-				      const struct sockaddr_storage *client)
-{
-	for (struct udp_flow *flow = *udp_bucket(proxy, lb, client); flow;
-	     flow = flow->hash_next)
-		if (netaddr_same(&flow->lb_addr, lb) &&
-		    netaddr_same(&flow->client_addr, client))
-			return flow;
-	return NULL;
-}
-
-static void idle_list_remove(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	if (flow->idle_prev)
-		flow->idle_prev->idle_next = flow->idle_next;
-	else
-		proxy->idle_head = flow->idle_next;
-	if (flow->idle_next)
-		flow->idle_next->idle_prev = flow->idle_prev;
-	else
-		proxy->idle_tail = flow->idle_prev;
-	flow->idle_prev = flow->idle_next = NULL;
-}
-
-static void idle_list_append(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	flow->idle_prev = proxy->idle_tail;
-	flow->idle_next = NULL;
-	if (proxy->idle_tail)
-		proxy->idle_tail->idle_next = flow;
-	else
-		proxy->idle_head = flow;
-	proxy->idle_tail = flow;
-}
-
-/* Activity in either direction keeps a flow alive. */
-static void udp_touch_flow(struct udp_proxy *proxy, struct udp_flow *flow,
-			   int64_t now_ms)
-{
-	flow->last_active_ms = now_ms;
-	if (proxy->idle_tail != flow) {
-		idle_list_remove(proxy, flow);
-		idle_list_append(proxy, flow);
-	}
+	return (struct udp_flow *)entry;
 }
 
 static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
@@ -218,62 +140,32 @@ static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
 		return;
 	log_msg(LOG_INFO, "udp flow %s client=%s lb=%s target=%s flows=%u",
 		event,
-		netaddr_format(&flow->client_addr, client, sizeof client),
-		netaddr_format(&flow->lb_addr, lb, sizeof lb),
+		netaddr_format(&flow->entry.client_addr, client, sizeof client),
+		netaddr_format(&flow->entry.lb_addr, lb, sizeof lb),
 		netaddr_format(&flow->target_addr, target, sizeof target),
-		proxy->live_flows);
-}
-
-/*
- * A flow entry: a closed one if any, else the next never-used one of the
- * pool, so the pool's pages are touched only as the flow count grows.
- */
-static struct udp_flow *udp_take_flow(struct udp_proxy *proxy)
-{
-	struct udp_flow *flow = proxy->free_flows;
-
-	if (flow != NULL) {
-		proxy->free_flows = flow->hash_next;
-		return flow;
-	}
-	if (proxy->flows_handed_out < proxy->max_flows)
-		return &proxy->flow_pool[proxy->flows_handed_out++];
-	return NULL;
-}
-
-static bool udp_table_is_full(const struct udp_proxy *proxy)
-{
-	return proxy->live_flows >= proxy->max_flows;
-}
-
-static void udp_release_flow(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	flow->hash_next = proxy->free_flows;
-	proxy->free_flows = flow;
+		proxy->flows.live);
 }
 
 static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 			   const char *why)
 {
-	struct udp_flow **link = udp_bucket(proxy, &flow->lb_addr,
-					    &flow->client_addr);
-
-	while (*link != flow)
-		link = &(*link)->hash_next;
-	*link = flow->hash_next;
-	idle_list_remove(proxy, flow);
 	close(flow->fd); /* also removes it from the epoll set */
 	flow->fd = -1;   /* an event already fetched for it is stale */
-	proxy->live_flows--;
+	flow_table_remove(&proxy->flows, &flow->entry);
 	udp_log_flow(why, proxy, flow);
-	udp_release_flow(proxy, flow);
 }
 
 static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 {
-	while (proxy->idle_head &&
-	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms)
-		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
+	struct flow *expired;
+
+	while ((expired = flow_table_expired(&proxy->flows, now_ms)) != NULL)
+		udp_close_flow(proxy, udp_flow_of(expired), "closed (idle)");
+}
+
+static bool udp_table_is_full(const struct udp_proxy *proxy)
+{
+	return proxy->flows.live >= proxy->flows.max_flows;
 }
 
 /*
@@ -289,9 +181,10 @@ static void udp_evict_flow(struct udp_proxy *proxy)
 		log_msg(LOG_WARNING,
 			"udp: the flow table is full (--max-flows %u): evicted "
 			"the least recently used flow (evicted so far: %llu)",
-			proxy->max_flows,
+			proxy->flows.max_flows,
 			(unsigned long long)proxy->evictions);
-	udp_close_flow(proxy, proxy->idle_head, "closed (evicted)");
+	udp_close_flow(proxy, udp_flow_of(flow_table_oldest(&proxy->flows)),
+		       "closed (evicted)");
 }
 
 /* error: an errno value that says more, or 0. */
@@ -331,14 +224,14 @@ static int udp_open_flow_socket(const struct udp_proxy *proxy,
 				const struct udp_flow *flow)
 {
 	const struct options *opts = proxy->opts;
-	bool spoofed = flow->client_addr.ss_family != AF_UNSPEC;
+	bool spoofed = flow->entry.client_addr.ss_family != AF_UNSPEC;
 	struct spoof_options spoof = {
 		.mark = opts->mark_given ? &opts->mark : NULL,
 		.port = SPOOF_PORT_FALLBACK,
 		.connect_timeout_ms = opts->connect_timeout_ms,
 	};
 	struct spoof_failure failure;
-	int fd = spoof_open(SOCK_DGRAM, spoofed ? &flow->client_addr : NULL,
+	int fd = spoof_open(SOCK_DGRAM, spoofed ? &flow->entry.client_addr : NULL,
 			    &flow->target_addr, &spoof, &failure);
 
 	if (fd < 0)
@@ -354,11 +247,9 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 {
 	if (udp_table_is_full(proxy))
 		udp_evict_flow(proxy);
-	struct udp_flow *flow = udp_take_flow(proxy);
+	struct flow *entry = flow_table_insert(&proxy->flows, lb, client, now_ms);
 
-	memset(flow, 0, sizeof *flow);
-	flow->lb_addr = *lb;
-	flow->client_addr = *client;
+	struct udp_flow *flow = udp_flow_of(entry);
 	flow->target_addr = endpoint_target(
 		proxy->opts, header,
 		client->ss_family != AF_UNSPEC ? client : NULL, lb);
@@ -369,17 +260,10 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 		int error = errno;
 		if (flow->fd >= 0)
 			close(flow->fd);
-		udp_release_flow(proxy, flow);
+		flow_table_remove(&proxy->flows, entry);
 		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb, error);
 		return NULL;
 	}
-	struct udp_flow **bucket = udp_bucket(proxy, &flow->lb_addr,
-					      &flow->client_addr);
-	flow->hash_next = *bucket;
-	*bucket = flow;
-	flow->last_active_ms = now_ms;
-	idle_list_append(proxy, flow);
-	proxy->live_flows++;
 	udp_log_flow("open", proxy, flow);
 	return flow;
 }
@@ -416,11 +300,12 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	}
 	struct sockaddr_storage client;
 	endpoint_header_client(&header, &client);
-	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
-	if (flow == NULL)
-		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
+	struct flow *entry = flow_table_find(&proxy->flows, lb, &client);
+	struct udp_flow *flow =
+		entry != NULL ? udp_flow_of(entry)
+			      : udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
-		udp_touch_flow(proxy, flow, now_ms);
+		flow_table_touch(&proxy->flows, &flow->entry, now_ms);
 		*header_len = header.header_len;
 	}
 	return flow;
@@ -609,8 +494,8 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 		for (int i = 0; i < count; i++) {
 			struct msghdr *msg = &proxy->messages[i].msg_hdr;
 			proxy->iovecs[i].iov_len = proxy->messages[i].msg_len;
-			msg->msg_name = &flow->lb_addr;
-			msg->msg_namelen = netaddr_length(&flow->lb_addr);
+			msg->msg_name = &flow->entry.lb_addr;
+			msg->msg_namelen = netaddr_length(&flow->entry.lb_addr);
 			if (flow->reply_control_len > 0) {
 				msg->msg_control = flow->reply_control.bytes;
 				msg->msg_controllen = flow->reply_control_len;
@@ -622,7 +507,7 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 		    errno != EAGAIN)
 			udp_log_send_error(proxy, "reply to the load balancer",
 					   errno);
-		udp_touch_flow(proxy, flow, monotonic_ms());
+		flow_table_touch(&proxy->flows, &flow->entry, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;
 	}
@@ -672,26 +557,21 @@ static unsigned udp_flows_that_fit(unsigned wanted)
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 		     const struct options *opts, const struct subnets *allowed)
 {
-	size_t buckets = 1;
+	uint32_t hash_seed;
 
 	memset(proxy, 0, sizeof *proxy);
 	proxy->opts = opts;
 	proxy->allowed = allowed;
 	proxy->listen_fd = listen_fd;
-	proxy->idle_limit_ms = (int64_t)opts->close_after_s * 1000;
-	proxy->max_flows = udp_flows_that_fit(opts->max_flows);
-	while (buckets < proxy->max_flows)
-		buckets <<= 1;
-	proxy->bucket_mask = buckets - 1;
-	/* Reserved, not touched: pages are used only as flows appear. */
-	proxy->flow_pool = calloc(proxy->max_flows, sizeof *proxy->flow_pool);
-	proxy->buckets = calloc(buckets, sizeof *proxy->buckets);
-	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
-	if (!proxy->flow_pool || !proxy->buckets || !proxy->buffers)
-		return -1;
 	/* Flooding one hash chain must take more than knowing FNV-1a. */
-	if (getrandom(&proxy->hash_seed, sizeof proxy->hash_seed, 0) !=
-	    sizeof proxy->hash_seed)
+	if (getrandom(&hash_seed, sizeof hash_seed, 0) != sizeof hash_seed)
+		return -1;
+	if (flow_table_init(&proxy->flows, udp_flows_that_fit(opts->max_flows),
+			    sizeof(struct udp_flow),
+			    (int64_t)opts->close_after_s * 1000, hash_seed) != 0)
+		return -1;
+	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
+	if (proxy->buffers == NULL)
 		return -1;
 	proxy->signal_fd = signals_open_fd();
 	proxy->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -734,23 +614,14 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 
 static void udp_teardown(struct udp_proxy *proxy)
 {
-	while (proxy->idle_head)
-		udp_close_flow(proxy, proxy->idle_head, "closed (exit)");
+	struct flow *oldest;
+
+	while ((oldest = flow_table_oldest(&proxy->flows)) != NULL)
+		udp_close_flow(proxy, udp_flow_of(oldest), "closed (exit)");
 	close(proxy->epoll_fd);
 	close(proxy->signal_fd);
-	free(proxy->flow_pool);
-	free(proxy->buckets);
+	flow_table_free(&proxy->flows);
 	free(proxy->buffers);
-}
-
-/* Sleep until the least recently active flow is due, or a second at most. */
-static int udp_wait_ms(const struct udp_proxy *proxy, int64_t now_ms)
-{
-	if (proxy->idle_head == NULL)
-		return -1;
-	int64_t due = proxy->idle_head->last_active_ms + proxy->idle_limit_ms -
-		      now_ms;
-	return due <= 0 ? 0 : due > 1000 ? 1000 : (int)due;
 }
 
 int udp_run(int listen_fd, const struct options *opts,
@@ -763,7 +634,8 @@ int udp_run(int listen_fd, const struct options *opts,
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
 	for (;;) {
 		int count = epoll_wait(proxy.epoll_fd, events, 64,
-				       udp_wait_ms(&proxy, monotonic_ms()));
+				       flow_table_wait_ms(&proxy.flows,
+							  monotonic_ms()));
 		if (count < 0 && errno != EINTR)
 			die(EXIT_SYSTEM, "epoll_wait: %s", strerror(errno));
 		for (int i = 0; i < count; i++) {
