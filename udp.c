@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -63,6 +64,19 @@ enum {
 	UDP_BATCH = 32,
 	UDP_BUFFER_SIZE = 65536,
 	UDP_RECEIVE_BUFFER = 4 << 20,
+	/*
+	 * Batches read from one socket before the loop moves on: a steady
+	 * stream into the listening socket (even of datagrams dropped once
+	 * read) must not starve the replies, nor the expiry of idle flows.
+	 * epoll is level-triggered, so what is left is read on the next pass.
+	 */
+	UDP_LB_BATCHES_PER_PASS = 8,
+	UDP_REPLY_BATCHES_PER_PASS = 2,
+	/*
+	 * Descriptors that are not flows: 0-2, the listening socket, epoll,
+	 * signalfd, syslog's socket, and room to spare.
+	 */
+	UDP_OTHER_FDS = 16,
 };
 
 /* Why datagrams were dropped, counted for the log. */
@@ -70,7 +84,6 @@ enum udp_drop {
 	UDP_DROP_NOT_ALLOWED,
 	UDP_DROP_BAD_HEADER,
 	UDP_DROP_NOT_DGRAM,
-	UDP_DROP_FLOW_LIMIT,
 	UDP_DROP_FLOW_FAILED,
 	UDP_DROP_COUNT,
 };
@@ -79,7 +92,6 @@ static const char *const udp_drop_reasons[] = {
 	[UDP_DROP_NOT_ALLOWED] = "load balancer not in allowed subnets",
 	[UDP_DROP_BAD_HEADER] = "no valid PROXY v2 header",
 	[UDP_DROP_NOT_DGRAM] = "header transport is not DGRAM",
-	[UDP_DROP_FLOW_LIMIT] = "flow limit reached",
 	[UDP_DROP_FLOW_FAILED] = "could not open the flow's socket",
 };
 
@@ -91,7 +103,9 @@ struct udp_proxy {
 	int signal_fd;
 	struct flow_table flows;
 	uint64_t drops[UDP_DROP_COUNT];
+	uint64_t evictions;
 	struct rate_limit drop_log;
+	struct rate_limit eviction_log;
 	struct rate_limit send_error_log;
 	/* Receive batch: one buffer per datagram, allocated once. */
 	uint8_t *buffers;
@@ -136,6 +150,7 @@ static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 			   const char *why)
 {
 	close(flow->fd); /* also removes it from the epoll set */
+	flow->fd = -1;   /* an event already fetched for it is stale */
 	flow_table_remove(&proxy->flows, &flow->entry);
 	udp_log_flow(why, proxy, flow);
 }
@@ -146,6 +161,30 @@ static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 
 	while ((expired = flow_table_expired(&proxy->flows, now_ms)) != NULL)
 		udp_close_flow(proxy, udp_flow_of(expired), "closed (idle)");
+}
+
+static bool udp_table_is_full(const struct udp_proxy *proxy)
+{
+	return proxy->flows.live >= proxy->flows.max_flows;
+}
+
+/*
+ * The table is full: the least recently used flow makes room, so a burst
+ * of new clients never locks the next ones out until --close-after. Its
+ * client's next datagram opens a new flow (and evicts another).
+ */
+static void udp_evict_flow(struct udp_proxy *proxy)
+{
+	proxy->evictions++;
+	if (log_wants(LOG_LEVEL_ERRORS) &&
+	    rate_limit_allows(&proxy->eviction_log, LOG_INTERVAL_S))
+		log_msg(LOG_WARNING,
+			"udp: the flow table is full (--max-flows %u): evicted "
+			"the least recently used flow (evicted so far: %llu)",
+			proxy->flows.max_flows,
+			(unsigned long long)proxy->evictions);
+	udp_close_flow(proxy, udp_flow_of(flow_table_oldest(&proxy->flows)),
+		       "closed (evicted)");
 }
 
 /* error: an errno value that says more, or 0. */
@@ -160,7 +199,7 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 		log_msg(LOG_WARNING,
 			"udp: dropped a datagram from lb=%s: %s%s%s%s (dropped "
 			"so far: %llu not allowed, %llu bad header, %llu not "
-			"DGRAM, %llu flow limit, %llu socket failure)",
+			"DGRAM, %llu socket failure)",
 			netaddr_format(lb, lb_text, sizeof lb_text),
 			udp_drop_reasons[reason], error ? ": " : "",
 			error ? strerror(error) : "",
@@ -168,7 +207,6 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_ALLOWED],
 			(unsigned long long)proxy->drops[UDP_DROP_BAD_HEADER],
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_DGRAM],
-			(unsigned long long)proxy->drops[UDP_DROP_FLOW_LIMIT],
 			(unsigned long long)proxy->drops[UDP_DROP_FLOW_FAILED]);
 }
 
@@ -207,12 +245,10 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 				      const struct proxyhdr *header,
 				      int64_t now_ms)
 {
+	if (udp_table_is_full(proxy))
+		udp_evict_flow(proxy);
 	struct flow *entry = flow_table_insert(&proxy->flows, lb, client, now_ms);
 
-	if (entry == NULL) {
-		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb, 0);
-		return NULL;
-	}
 	struct udp_flow *flow = udp_flow_of(entry);
 	flow->target_addr = endpoint_target(
 		proxy->opts, header,
@@ -390,6 +426,13 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 	for (unsigned i = 0; i < count; i++) {
 		uint8_t *datagram = proxy->iovecs[i].iov_base;
 		size_t len = proxy->messages[i].msg_len, header_len = 0;
+		/* A new flow may evict the run's: send the run first. */
+		if (run_length > 0 && udp_table_is_full(proxy)) {
+			udp_send_payloads(proxy, run_flow,
+					  proxy->send_messages, run_length);
+			run_length = 0;
+			run_flow = NULL;
+		}
 		struct udp_flow *flow = udp_flow_for(
 			proxy, datagram, len, &proxy->sources[i], now_ms,
 			&header_len);
@@ -418,7 +461,7 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 
 static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 {
-	for (;;) {
+	for (int batch = 0; batch < UDP_LB_BATCHES_PER_PASS; batch++) {
 		udp_setup_batch(proxy, true);
 		int count = recvmmsg(proxy->listen_fd, proxy->messages,
 				     UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -436,7 +479,9 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 /* Replies from the application go back, as plain payload, to the flow's load balancer. */
 static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 {
-	for (;;) {
+	for (int batch = 0; batch < UDP_REPLY_BATCHES_PER_PASS; batch++) {
+		if (flow->fd < 0) /* closed earlier in this pass */
+			return;
 		udp_setup_batch(proxy, false);
 		int count = recvmmsg(flow->fd, proxy->messages, UDP_BATCH,
 				     MSG_DONTWAIT, NULL);
@@ -468,6 +513,47 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 	}
 }
 
+/*
+ * Each flow holds a descriptor. Outside a unit that sets LimitNOFILE, the
+ * soft limit is usually 1024: raise it to the hard limit, as a server that
+ * needs descriptors should. If even that cannot hold --max-flows, say so
+ * and use what fits; the table then evicts at that size instead of
+ * failing to open sockets. Returns the number of flows to allow.
+ */
+static unsigned udp_flows_that_fit(unsigned wanted)
+{
+	struct rlimit limit;
+	rlim_t needed = (rlim_t)wanted + UDP_OTHER_FDS;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+		die(EXIT_SYSTEM, "getrlimit RLIMIT_NOFILE: %s",
+		    strerror(errno));
+	if (limit.rlim_cur < needed) {
+		/* An unlimited hard limit still has the kernel's nr_open. */
+		limit.rlim_cur = limit.rlim_max == RLIM_INFINITY
+					 ? needed
+					 : limit.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+			die(EXIT_SYSTEM, "setrlimit RLIMIT_NOFILE %llu: %s",
+			    (unsigned long long)limit.rlim_cur,
+			    strerror(errno));
+	}
+	if (limit.rlim_cur >= needed)
+		return wanted;
+	if (limit.rlim_cur <= 2 * UDP_OTHER_FDS)
+		die(EXIT_SYSTEM,
+		    "--max-flows %u: the open file limit of %llu leaves "
+		    "almost no room for flows; raise it (LimitNOFILE=)",
+		    wanted, (unsigned long long)limit.rlim_cur);
+	unsigned fit = (unsigned)(limit.rlim_cur - UDP_OTHER_FDS);
+	log_msg(LOG_WARNING,
+		"--max-flows %u needs more open files than the limit of %llu: "
+		"using --max-flows %u (raise the hard limit, LimitNOFILE=, for "
+		"more)",
+		wanted, (unsigned long long)limit.rlim_cur, fit);
+	return fit;
+}
+
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 		     const struct options *opts, const struct subnets *allowed)
 {
@@ -480,7 +566,7 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 	/* Flooding one hash chain must take more than knowing FNV-1a. */
 	if (getrandom(&hash_seed, sizeof hash_seed, 0) != sizeof hash_seed)
 		return -1;
-	if (flow_table_init(&proxy->flows, opts->max_flows,
+	if (flow_table_init(&proxy->flows, udp_flows_that_fit(opts->max_flows),
 			    sizeof(struct udp_flow),
 			    (int64_t)opts->close_after_s * 1000, hash_seed) != 0)
 		return -1;

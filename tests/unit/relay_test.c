@@ -165,7 +165,7 @@ static int start_relay(const struct ends *e, int a_fd, int b_fd,
 		close(e->backend);
 		if (without_pipes)
 			use_up_descriptors();
-		relay_run(a_fd, b_fd, &result);
+		relay_run(a_fd, b_fd, 0, &result);
 		_exit(write(fds[1], &result, sizeof result) == sizeof result
 			      ? 0
 			      : 2);
