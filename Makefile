@@ -38,7 +38,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 -include config.mak
 
 HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
-	  tests/helpers/transparent
+	  tests/helpers/transparent tests/helpers/sandboxed
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
@@ -56,6 +56,9 @@ proxyhdr.o: proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
 
 subnets.o: subnets.c subnets.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+sandbox.o: sandbox.c sandbox.h
 	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
 
 # A sanitizer build of mmproxy that the end-to-end tests can run instead
@@ -86,6 +89,10 @@ TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
 
 tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
+
+# sandboxed runs mmproxy's own sandbox.o.
+tests/helpers/sandboxed: tests/helpers/sandboxed.c sandbox.o sandbox.h $(TOOLKIT)
+	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c sandbox.o $(ALL_LDFLAGS)
 
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
