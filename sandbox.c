@@ -291,13 +291,12 @@ int sandbox_drop_privileges(const struct sandbox_policy *policy,
 	return 0;
 }
 
+/* The kernel relay's sockmap still needs CAP_BPF once connected. */
 int sandbox_drop_all_capabilities(const struct sandbox_policy *policy)
 {
-	struct capability_sets none = {0, 0, 0};
-
 	if (!policy->enabled)
 		return 0;
-	return capability_set(&none);
+	return keep_only(policy->allow_bpf ? mask_of(SANDBOX_CAP_BPF) : 0);
 }
 
 /* ---- system call filters ------------------------------------------------- */
@@ -569,8 +568,14 @@ static void build_filter(struct filter_builder *b, enum sandbox_kind kind,
 	emit(b, RETURN(SECCOMP_RET_ERRNO | EPERM));
 }
 
+/*
+ * The time zone is read here, before any filter: the first syslog() line
+ * would open /etc/localtime, and a later tzset() under a filter would find
+ * it refused and fall back to UTC.
+ */
 int sandbox_prepare_filters(struct sandbox_policy *policy)
 {
+	tzset();
 	policy->filters = NULL;
 	if (!policy->enabled || !sandbox_has_filters())
 		return 0;
@@ -588,9 +593,7 @@ int sandbox_prepare_filters(struct sandbox_policy *policy)
 
 /*
  * prctl(), not seccomp(): systemd's @system-service set, which the shipped
- * units allow, has prctl and lacks seccomp. The time zone is read first:
- * the first syslog() line would open /etc/localtime, which no filter
- * allows.
+ * units allow, has prctl and lacks seccomp.
  */
 int sandbox_install_filter(const struct sandbox_policy *policy,
 			   enum sandbox_kind kind)
@@ -609,7 +612,6 @@ int sandbox_install_filter(const struct sandbox_policy *policy,
 		.len = policy->filters->length[kind],
 		.filter = policy->filters->program[kind],
 	};
-	tzset();
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		return -1;
 	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);

@@ -80,7 +80,8 @@ int sandbox_drop_privileges(const struct sandbox_policy *policy,
 
 /*
  * For a process that will make no further spoofed connection: no
- * capability left at all. 0, or -1 with errno.
+ * capability left (but CAP_BPF, when the kernel relay is in use).
+ * 0, or -1 with errno.
  */
 int sandbox_drop_all_capabilities(const struct sandbox_policy *policy);
 
