@@ -46,43 +46,54 @@ BENCH = tests/bench/loadgen tests/bench/echo
 
 all: mmproxy
 
-mmproxy: mmproxy.o proxyhdr.o subnets.o
+# One object per concern (README: "How the code is laid out"). The pure
+# ones (no I/O, no globals) are built with -Wconversion as well.
+PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o
+SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
+	      relay.o listener.o udp.o check.o netlink.o sandbox.o
+OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
+SOURCES = $(OBJS:.o=.c)
+HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
+	  sockets.h signals.h spoof.h connection.h relay.h listener.h udp.h \
+	  check.h netlink.h stack_layout.h sandbox.h
+
+mmproxy: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
 
-mmproxy.o: mmproxy.c proxyhdr.h subnets.h
+# Every object depends on every header: coarse, and never stale.
+$(PURE_OBJS): %.o: %.c $(HEADERS)
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+$(SYSTEM_OBJS): %.o: %.c $(HEADERS)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-proxyhdr.o: proxyhdr.c proxyhdr.h
-	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
-
-subnets.o: subnets.c subnets.h
-	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
-
-sandbox.o: sandbox.c sandbox.h
-	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
 
 # A sanitizer build of mmproxy that the end-to-end tests can run instead
 # (MMPROXY=./mmproxy-asan make test).
 asan: mmproxy-asan
-mmproxy-asan: mmproxy.c proxyhdr.c subnets.c proxyhdr.h subnets.h
-	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ mmproxy.c proxyhdr.c subnets.c $(CFLAGS) $(LDFLAGS)
+mmproxy-asan: $(SOURCES) $(HEADERS)
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ $(SOURCES) $(CFLAGS) $(LDFLAGS)
 
 # Unit tests always run under ASan and UBSan.
 tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< proxyhdr.c $(CFLAGS) $(LDFLAGS)
 
-tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h
-	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< subnets.c $(CFLAGS) $(LDFLAGS)
+tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h text.c text.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< subnets.c text.c $(CFLAGS) $(LDFLAGS)
 
 # Replays the kept fuzz corpus in `make test` without needing clang.
 tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c $(CFLAGS) $(LDFLAGS)
 
-tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h
-	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c $(CFLAGS) $(LDFLAGS)
+tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h text.c text.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c text.c $(CFLAGS) $(LDFLAGS)
 
-tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c %.c %.h
-	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $*.c
+FUZZ = $(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
+
+tests/fuzz/fuzz_proxyhdr: tests/fuzz/fuzz_proxyhdr.c proxyhdr.c proxyhdr.h
+	$(FUZZ) -o $@ $< proxyhdr.c
+
+tests/fuzz/fuzz_subnets: tests/fuzz/fuzz_subnets.c subnets.c subnets.h text.c text.h
+	$(FUZZ) -o $@ $< subnets.c text.c
 
 # The test and benchmark tools share tests/helpers/toolkit.c.
 TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
