@@ -184,20 +184,21 @@ static void start_sandbox(struct options *opts, enum launch_mode mode)
 	if (sandbox_prepare_filters(policy) != 0)
 		die(EXIT_SYSTEM, "system call filters: %s", strerror(errno));
 	/*
-	 * Said once by a long-lived process. A process per connection says
-	 * what it was told at -v 2 only, and never that it runs as root: the
-	 * line would come with every connection.
+	 * Said once by a long-lived process, unless -q. A process per
+	 * connection says what it was told at -v 2 only, and never that it
+	 * runs as root: the line would come with every connection.
 	 */
 	bool long_lived = mode != MODE_CHECK && mode != MODE_ONE_CONNECTION;
-	if (!long_lived && (mode == MODE_CHECK ||
-			    opts->verbosity < LOG_LEVEL_CONNECTIONS))
+	int wanted_level = long_lived ? LOG_LEVEL_ERRORS : LOG_LEVEL_CONNECTIONS;
+	if (mode == MODE_CHECK || opts->verbosity < wanted_level)
 		return;
 	if (opts->do_not_sandbox)
 		log_msg(LOG_WARNING, "--do-not-sandbox: every capability kept "
 				     "and no system call filter");
 	else if (!sandbox_has_filters())
-		log_msg(LOG_WARNING, "no system call filter for this "
-				     "architecture: capabilities narrowed only");
+		log_msg(LOG_WARNING, "no system call filter in this build (an "
+				     "architecture without one, or a sanitizer "
+				     "build): capabilities narrowed only");
 	if (long_lived && opts->user == NULL && geteuid() == 0)
 		log_msg(LOG_WARNING, "running as root%s: --user NAME runs as NAME",
 			opts->do_not_sandbox

@@ -94,12 +94,16 @@ int sandbox_prepare_filters(struct sandbox_policy *policy);
 
 /*
  * Installs kind's system call filter on top of any already installed.
- * 0, or -1 with errno (ENOSYS: no filter for this architecture).
+ * Does nothing in a build without filters (see sandbox_has_filters()).
+ * 0, or -1 with errno (EINVAL: sandbox_prepare_filters() was not called).
  */
 int sandbox_install_filter(const struct sandbox_policy *policy,
 			   enum sandbox_kind kind);
 
-/* True when this build has filters for the machine it runs on. */
+/*
+ * True when this build has filters: not on an architecture other than
+ * x86_64 and aarch64, nor in a sanitizer build.
+ */
 bool sandbox_has_filters(void);
 
 #endif

@@ -85,6 +85,19 @@ only_child() {
 	grep -q '^peer=192.0.2.41:40000 ' "$BACKEND_LOG"
 }
 
+@test "a client's reset reaches the backend as a reset under the relay's narrowed filter" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	run ppclient -s 192.0.2.47:40000 -n 100000 --reset -w 10 "127.0.0.1:$(port 0)"
+	echo "$output"
+	wait_for_file_lines "$BACKEND_LOG" 1
+	line=$(cat "$BACKEND_LOG")
+	echo "backend: $line"
+	[ "$(field peer "$line")" = 192.0.2.47:40000 ]
+	[ "$(field end "$line")" = reset ]
+	wait_for_log "$MMPROXY_LOG" 'conn client=192\.0\.2\.47:40000 .*end=client-reset'
+}
+
 @test "the UDP process keeps only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, with no_new_privs and a filter" {
 	backend_start echo "$(port 1)" -u "127.0.0.1:$(port 1)"
 	wait_for_listen "$(port 1)" udp
