@@ -696,6 +696,18 @@ CONNECTION_PHASE static int narrow_to_relay(struct connection *conn,
 	return -1;
 }
 
+static void relay_connection(struct connection *conn,
+			     const struct options *opts)
+{
+	struct relay_result result;
+
+	relay_run(conn->lb_fd, conn->backend_fd, opts->idle_timeout_ms,
+		  &result);
+	take_relay_result(conn, &result);
+	if (is_health_check(conn))
+		conn->end = END_HEALTH;
+}
+
 /*
  * Handle one connection from a load balancer (with --tproxy, from a client),
  * from the allow check to the end of the relay. Returns the process exit
@@ -723,15 +735,11 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 	} else if (!is_allowed_peer(&conn, allowed)) {
 		conn.end = END_NOT_ALLOWED;
 	} else if (take_endpoints(&conn, opts) == 0 &&
-		   connect_backend(&conn, opts) == 0 &&
-		   (!last || narrow_to_relay(&conn, opts) == 0)) {
-		struct relay_result result;
+		   connect_backend(&conn, opts) == 0) {
 		keep_alive(&conn);
-		relay_run(conn.lb_fd, conn.backend_fd, opts->idle_timeout_ms,
-			  &result);
-		take_relay_result(&conn, &result);
-		if (is_health_check(&conn))
-			conn.end = END_HEALTH;
+		/* Both sockets set up: the relay needs nothing more. */
+		if (!last || narrow_to_relay(&conn, opts) == 0)
+			relay_connection(&conn, opts);
 	}
 	log_connection_summary(&conn);
 	close_connection(&conn);

@@ -41,10 +41,15 @@ hold_connection() {
 	wait_until 10 eval '[ "$(stat -c %s "$TEST_DIR/received" 2>/dev/null)" = 1000 ]'
 }
 
+# ... and nothing the sandbox refused was logged on the way.
 release_connection() {
 	touch "$HOLD_FILE"
 	wait_for_exit "$CLIENT_PID" 10
 	[ "$(field end "$(cat "$TEST_DIR/client.out")")" = eof ]
+	if grep -h 'not permitted' "$TEST_DIR"/*.err; then
+		echo "# a call was refused" >&2
+		return 1
+	fi
 }
 
 # The one process PID started, and it must be mmproxy.
