@@ -44,7 +44,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 -include config.mak
 
 HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
-	  tests/helpers/transparent
+	  tests/helpers/transparent tests/helpers/sandboxed
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test \
 	     tests/unit/options_test tests/unit/endpoint_test \
 	     tests/unit/flowtable_test tests/unit/relay_test
@@ -59,12 +59,12 @@ all: mmproxy
 PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o \
 	    flowtable.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
-	      relay.o listener.o pool.o udp.o check.o netlink.o
+	      relay.o listener.o pool.o udp.o check.o netlink.o sandbox.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
 	  sockets.h signals.h spoof.h connection.h relay.h listener.h pool.h udp.h \
-	  check.h netlink.h stack_layout.h flowtable.h
+	  check.h netlink.h stack_layout.h flowtable.h sandbox.h
 
 mmproxy: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
@@ -127,6 +127,10 @@ tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 # The fork micro-benchmark is as small as a process gets: no toolkit.
 tests/bench/forkcost: tests/bench/forkcost.c
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
+
+# sandboxed runs mmproxy's own sandbox.o.
+tests/helpers/sandboxed: tests/helpers/sandboxed.c sandbox.o sandbox.h $(TOOLKIT)
+	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c sandbox.o $(ALL_LDFLAGS)
 
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)

@@ -32,6 +32,7 @@
 #include "connection.h"
 #include "log.h"
 #include "pool.h"
+#include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
 #include "stack_layout.h"
@@ -191,7 +192,9 @@ run_pool_child(struct listener *l, int slot, const struct options *opts)
 	struct rate_limit accept_error_log = {0, 0, 0};
 	int status = 0;
 
-	if (pool_child_begin(&child, l->pool, slot, l->pid, l->signal_fd) != 0)
+	/* The listener's filter, narrowed to a connection's calls. */
+	if (pool_child_begin(&child, l->pool, slot, l->pid, l->signal_fd) != 0 ||
+	    sandbox_install_filter(&opts->sandbox, SANDBOX_CONNECTION) != 0)
 		_exit(EXIT_SYSTEM);
 	for (;;) {
 		struct sockaddr_storage peer;
@@ -208,11 +211,15 @@ run_pool_child(struct listener *l, int slot, const struct options *opts)
 		}
 		count_connection_event(EVENT_ACCEPTED, 0);
 		/*
-		 * A sandbox that drops accept() for a process's last
-		 * connection asks pool_child_is_last_connection() here (and,
-		 * since a stop request can come later, may ask again).
+		 * Its last connection: once connected, the relay runs with no
+		 * capability and the relay's filter. (A stop request that
+		 * comes later finds it with its connection's filter.)
 		 */
-		status = connection_run(fd, &peer, opts, l->allowed);
+		if (pool_child_is_last_connection(&child))
+			status = connection_run_last(fd, &peer, opts,
+						     l->allowed);
+		else
+			status = connection_run(fd, &peer, opts, l->allowed);
 		count_connection_event(EVENT_ENDED, status);
 		pool_child_served(&child);
 		/* After a system error, a fresh process takes over. */
@@ -363,7 +370,7 @@ run_connection_child(struct listener *l, int client_fd,
 	    signal(POOL_STOP_SIGNAL, SIG_IGN) == SIG_ERR ||
 	    sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
-	int status = connection_run(client_fd, peer, opts, l->allowed);
+	int status = connection_run_last(client_fd, peer, opts, l->allowed);
 	count_connection_event(EVENT_ENDED, status);
 	_exit(status);
 }
@@ -501,12 +508,15 @@ static int run_listener(struct listener *l, const struct options *opts)
 		if (set_nonblocking(l->listen_fd) != 0)
 			die(EXIT_SYSTEM, "accept loop set-up: %s",
 			    strerror(errno));
-		return accept_loop(l, opts);
+	} else {
+		l->pool = pool_create(&l->pool_settings, l->listen_fd);
+		if (l->pool == NULL)
+			die(EXIT_SYSTEM, "process pool set-up: %s",
+			    strerror(errno));
 	}
-	l->pool = pool_create(&l->pool_settings, l->listen_fd);
-	if (l->pool == NULL)
-		die(EXIT_SYSTEM, "process pool set-up: %s", strerror(errno));
-	return pool_loop(l, opts);
+	if (sandbox_install_filter(&opts->sandbox, SANDBOX_LISTENER) != 0)
+		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
+	return l->pool != NULL ? pool_loop(l, opts) : accept_loop(l, opts);
 }
 
 /* Divides a per-mmproxy figure among accept processes, rounding up. */

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "sandbox.h"
+
 #define MMPROXY_VERSION "1.0.0"
 
 enum protocol { PROTOCOL_TCP, PROTOCOL_UDP };
@@ -50,6 +52,10 @@ struct options {
 	struct sockaddr_storage check_from4; /* spoofed source of --check's probe */
 	struct sockaddr_storage check_from6;
 	uint64_t given; /* which options the command line named: for the mode's checks */
+	const char *user;    /* --user NAME|UID, or NULL */
+	bool do_not_sandbox; /* --do-not-sandbox */
+	/* Not from the command line: main() fills it in at start-up. */
+	struct sandbox_policy sandbox;
 };
 
 /* One line for the user, without the program's name. */
