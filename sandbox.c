@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -461,6 +462,13 @@ static const struct syscall_rule syscall_rules[] = {
 	ALLOW(set_robust_list, IN_LISTENER), /* glibc's fork, in the child */
 	ALLOW(wait4, IN_LISTENER),
 	ALLOW(kill, IN_LISTENER),
+	/* SIGHUP: the allowed-subnets file read again, read-only. */
+	ALLOW_IF_ARGUMENT_LACKS(openat, IN_LISTENER, 2,
+				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND),
+#ifdef __NR_open
+	ALLOW_IF_ARGUMENT_LACKS(open, IN_LISTENER, 1,
+				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND),
+#endif
 	/* syslog() reconnecting after the log daemon restarted. */
 	ALLOW_IF_ARGUMENT_IS(socket, IN_LISTENER, 0, AF_UNIX),
 
