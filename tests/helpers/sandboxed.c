@@ -10,10 +10,11 @@
  * (keeping CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, switching to USER when
  * given), installs KIND's filter, prints its /proc/self/status lines (read
  * through a descriptor opened before the filter), then tries to open a
- * file, to make an IPv4 socket and to run /bin/true (with --try-bpf, to
+ * file for reading and /dev/null for writing, to make an IPv4 socket and to run /bin/true (with --try-bpf, to
  * make a BPF map instead: the kernel relay's call). One line each:
  *   status: Uid=... CapEff=... CapPrm=... CapBnd=... NoNewPrivs=... Seccomp=...
  *   open: allowed | open: refused (REASON)
+ *   open-write: allowed | open-write: refused (REASON)
  *   socket: allowed | socket: refused (REASON)
  *   execve: allowed | execve: refused (REASON)     (or bpf: ...)
  * With --do-not-sandbox the policy is mmproxy's under that option.
@@ -138,6 +139,9 @@ run_sandboxed(struct sandbox_policy *p, enum sandbox_kind kind, bool bpf)
 	say_status(status_fd);
 	int fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
 	say_outcome("open", fd);
+	/* /dev/null: opening it for writing, if allowed, changes nothing. */
+	int write_fd = open("/dev/null", O_WRONLY | O_APPEND | O_CLOEXEC);
+	say_outcome("open-write", write_fd);
 	int socket_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	say_outcome("socket", socket_fd);
 	if (bpf) {
