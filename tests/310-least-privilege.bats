@@ -52,6 +52,17 @@ release_connection() {
 	fi
 }
 
+# The one child of PID that serves a connection (in the pool the others
+# wait in accept()), and it must be mmproxy.
+busy_child() {
+	local busy
+	wait_until 10 eval '[ -n "$(busy_children_of '"$1"')" ]' || return 1
+	busy=$(busy_children_of "$1")
+	[ "$(echo "$busy" | wc -l)" = 1 ] || return 1
+	[ "$(cat "/proc/$busy/comm")" = "$(basename "$MMPROXY" | cut -c1-15)" ] || return 1
+	echo "$busy"
+}
+
 # The one process PID started, and it must be mmproxy.
 only_child() {
 	local children
@@ -67,15 +78,26 @@ only_child() {
 	assert_sandboxed "$MMPROXY_PID" "$KEPT"
 }
 
-@test "a connection process in the middle of its relay holds no capability" {
+@test "a connection process in the middle of its last relay holds no capability" {
 	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --connections-per-process 1
 	hold_connection "$(port 0)" 192.0.2.40:40000
-	child=$(only_child "$MMPROXY_PID")
+	child=$(busy_child "$MMPROXY_PID")
 	assert_sandboxed "$child" "$NONE"
 	release_connection
 	wait_for_file_lines "$BACKEND_LOG" 1
 	grep -q '^peer=192.0.2.40:40000 ' "$BACKEND_LOG"
+}
+
+@test "a pool process in the middle of a relay that is not its last keeps only the two capabilities and a filter" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	hold_connection "$(port 0)" 192.0.2.48:40000
+	child=$(busy_child "$MMPROXY_PID")
+	assert_sandboxed "$child" "$KEPT"
+	release_connection
+	wait_for_file_lines "$BACKEND_LOG" 1
+	grep -q '^peer=192.0.2.48:40000 ' "$BACKEND_LOG"
 }
 
 @test "an inetd-mode process in the middle of its relay holds no capability" {
@@ -120,7 +142,7 @@ only_child() {
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --user nobody
 	assert_sandboxed "$MMPROXY_PID" "$KEPT" "$(id -u nobody)"
 	hold_connection "$(port 0)" 192.0.2.43:40000
-	assert_sandboxed "$(only_child "$MMPROXY_PID")" "$NONE" "$(id -u nobody)"
+	assert_sandboxed "$(busy_child "$MMPROXY_PID")" "$KEPT" "$(id -u nobody)"
 	release_connection
 	wait_for_file_lines "$BACKEND_LOG" 1
 	grep -q '^peer=192.0.2.43:40000 ' "$BACKEND_LOG"
@@ -175,7 +197,7 @@ only_child() {
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --do-not-sandbox
 	grep -q -- '--do-not-sandbox: every capability kept and no system call filter' "$MMPROXY_LOG"
 	hold_connection "$(port 0)" 192.0.2.46:40000
-	child=$(only_child "$MMPROXY_PID")
+	child=$(busy_child "$MMPROXY_PID")
 	for pid in "$MMPROXY_PID" "$child"; do
 		[ "$(status_of "$pid" Seccomp)" = 0 ]
 		[ "$(status_of "$pid" NoNewPrivs)" = 0 ]
