@@ -1,0 +1,31 @@
+/*
+ * reload: what SIGHUP does in the long-lived modes (listener, socket-
+ * activated listening socket, UDP): read the allowed-subnets file again and
+ * put it in force only if all of it is good.
+ *
+ * Not here: catching the signal (the modes' loops read it from their
+ * signalfd), and how a mode hands the new set to connections accepted
+ * later (processes forked after the reload inherit it).
+ */
+#ifndef RELOAD_H
+#define RELOAD_H
+
+#include <stddef.h>
+
+#include "metrics.h"
+#include "subnets.h"
+
+/*
+ * Read path into a new table. On success the new table replaces *in_force
+ * (the old one is freed), the metrics note the load, and message says
+ * "PATH: reloaded, N entries in force"; returns 0. On any failure *in_force
+ * is untouched and message names the file, the line (when there is one)
+ * and the reason, and says that the current set stays; returns -1. Either
+ * way the reload is counted (metrics may be NULL). warn is called for lines
+ * whose host bits were cleared, as subnets_load() does.
+ */
+int reload_allowed_subnets(const char *path, struct subnets *in_force,
+			   struct metrics *metrics, subnets_warn_fn *warn,
+			   void *warn_context, char *message, size_t size);
+
+#endif
