@@ -39,7 +39,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 	  tests/helpers/transparent
-UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test
+UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test tests/unit/metrics_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
 .PHONY: all test test-programs asan fuzz bench demo install uninstall clean format
@@ -70,6 +70,10 @@ tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
 
 tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< subnets.c $(CFLAGS) $(LDFLAGS)
+
+METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c
+tests/unit/metrics_test: tests/unit/metrics_test.c $(METRICS_SOURCES) metrics.h metrics_http.h reload.h subnets.h proxyhdr.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
 
 # Replays the kept fuzz corpus in `make test` without needing clang.
 tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c proxyhdr.h
