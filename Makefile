@@ -46,11 +46,20 @@ BENCH = tests/bench/loadgen tests/bench/echo
 
 all: mmproxy
 
-mmproxy: mmproxy.o proxyhdr.o subnets.o
+mmproxy: mmproxy.o proxyhdr.o subnets.o metrics.o metrics_http.o reload.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
 
-mmproxy.o: mmproxy.c proxyhdr.h subnets.h
+mmproxy.o: mmproxy.c proxyhdr.h subnets.h metrics.h metrics_http.h reload.h
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+metrics.o: metrics.c metrics.h proxyhdr.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+metrics_http.o: metrics_http.c metrics_http.h metrics.h proxyhdr.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
+
+reload.o: reload.c reload.h metrics.h subnets.h proxyhdr.h
+	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
 
 proxyhdr.o: proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) $(PURE_WARNINGS) -c -o $@ $<
@@ -61,8 +70,9 @@ subnets.o: subnets.c subnets.h
 # A sanitizer build of mmproxy that the end-to-end tests can run instead
 # (MMPROXY=./mmproxy-asan make test).
 asan: mmproxy-asan
-mmproxy-asan: mmproxy.c proxyhdr.c subnets.c proxyhdr.h subnets.h
-	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ mmproxy.c proxyhdr.c subnets.c $(CFLAGS) $(LDFLAGS)
+ASAN_SOURCES = mmproxy.c proxyhdr.c subnets.c metrics.c metrics_http.c reload.c
+mmproxy-asan: $(ASAN_SOURCES) proxyhdr.h subnets.h metrics.h metrics_http.h reload.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ $(ASAN_SOURCES) $(CFLAGS) $(LDFLAGS)
 
 # Unit tests always run under ASan and UBSan.
 tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
