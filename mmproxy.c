@@ -2731,15 +2731,27 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 				     int64_t now_ms, size_t *header_len)
 {
 	struct proxyhdr header;
+	/*
+	 * The allowed subnets decide who may open a flow. A flow opened
+	 * before a reload that removed its load balancer lives on until it
+	 * goes idle, as a TCP connection does; so a peer outside the set is
+	 * refused at once only while no flow exists, and otherwise once it
+	 * is known to have none. Anything wrong from such a peer counts as
+	 * "not allowed".
+	 */
+	bool admitted = proxy->allowed == NULL ||
+			subnets_contains(proxy->allowed,
+					 (const struct sockaddr *)lb);
 
-	if (proxy->allowed &&
-	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
+	if (!admitted && proxy->live_flows == 0) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
-		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb, 0);
+		udp_count_drop(proxy, admitted ? UDP_DROP_BAD_HEADER
+					       : UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
@@ -2747,12 +2759,18 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
-		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
+		udp_count_drop(proxy, admitted ? UDP_DROP_NOT_DGRAM
+					       : UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	struct sockaddr_storage client;
 	header_client(&header, &client);
 	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
+	if (flow == NULL && !admitted) {
+		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
+		return NULL;
+	}
 	if (flow == NULL)
 		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
