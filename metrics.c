@@ -104,14 +104,13 @@ enum metrics_connect_class metrics_connect_class_of(int error)
 
 void metrics_count_connect_failure(struct metrics *m, int error)
 {
-	if (m != NULL)
-		add(&m->counters.connect_failures[metrics_connect_class_of(
-			    error)],
-		    1);
+	if (m == NULL)
+		return;
+	enum metrics_connect_class class = metrics_connect_class_of(error);
+	add(&m->counters.connect_failures[class], 1);
 }
 
-void metrics_note_subnets_loaded(struct metrics *m, size_t entries,
-				 time_t now)
+void metrics_note_subnets_loaded(struct metrics *m, size_t entries, time_t now)
 {
 	if (m == NULL)
 		return;
@@ -199,7 +198,7 @@ static const char *const end_names[METRICS_END_COUNT] = {
 /* The ends that are refusals: the connection never reached the target. */
 static const enum metrics_end refusals[] = {
 	METRICS_END_NOT_ALLOWED,    METRICS_END_NOT_DIVERTED,
-	METRICS_END_NO_HEADER,      METRICS_END_BAD_HEADER,
+	METRICS_END_NO_HEADER,	    METRICS_END_BAD_HEADER,
 	METRICS_END_HEADER_TIMEOUT, METRICS_END_HEADER_TRUNCATED,
 };
 
@@ -255,7 +254,7 @@ struct text {
 };
 
 __attribute__((format(printf, 2, 3))) static void append(struct text *t,
-							  const char *fmt, ...)
+							 const char *fmt, ...)
 {
 	size_t room = t->len < t->size ? t->size - t->len : 0;
 	va_list ap;
@@ -314,27 +313,49 @@ static void labelled(struct text *t, const struct family *f,
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 
 static const struct family ended_family = {
-	"mmproxy_connections_ended_total", "counter",
-	"Connections ended, by the end= reason of the summary line.", "end",
-	end_names, COUNT_OF(end_names)};
+	.name = "mmproxy_connections_ended_total",
+	.type = "counter",
+	.help = "Connections ended, by the end= reason of the summary line.",
+	.label = "end",
+	.names = end_names,
+	.count = COUNT_OF(end_names),
+};
 static const struct family bad_header_family = {
-	"mmproxy_bad_headers_total", "counter",
-	"Connections refused for an invalid PROXY header, by what was wrong.",
-	"kind", bad_header_names, COUNT_OF(bad_header_names)};
+	.name = "mmproxy_bad_headers_total",
+	.type = "counter",
+	.help = "Connections refused for an invalid PROXY header, by what was "
+		"wrong.",
+	.label = "kind",
+	.names = bad_header_names,
+	.count = COUNT_OF(bad_header_names),
+};
 static const struct family connect_family = {
-	"mmproxy_backend_connect_failures_total", "counter",
-	"Connections to the target (spoofed or not) that failed, by errno "
-	"class.",
-	"class", connect_class_names, COUNT_OF(connect_class_names)};
+	.name = "mmproxy_backend_connect_failures_total",
+	.type = "counter",
+	.help = "Connections to the target (spoofed or not) that failed, by "
+		"errno class.",
+	.label = "class",
+	.names = connect_class_names,
+	.count = COUNT_OF(connect_class_names),
+};
 static const struct family udp_path_family = {
-	"mmproxy_udp_datagrams_total", "counter",
-	"UDP datagrams received from or sent to the load balancers and the "
-	"target.",
-	"path", udp_path_names, COUNT_OF(udp_path_names)};
+	.name = "mmproxy_udp_datagrams_total",
+	.type = "counter",
+	.help = "UDP datagrams received from or sent to the load balancers and "
+		"the target.",
+	.label = "path",
+	.names = udp_path_names,
+	.count = COUNT_OF(udp_path_names),
+};
 static const struct family udp_drop_family = {
-	"mmproxy_udp_dropped_total", "counter",
-	"UDP datagrams from load balancers that were dropped, by reason.",
-	"reason", udp_drop_names, COUNT_OF(udp_drop_names)};
+	.name = "mmproxy_udp_dropped_total",
+	.type = "counter",
+	.help = "UDP datagrams from load balancers that were dropped, by "
+		"reason.",
+	.label = "reason",
+	.names = udp_drop_names,
+	.count = COUNT_OF(udp_drop_names),
+};
 
 /* accepted less ended; never below zero, whatever a snapshot caught. */
 static uint64_t live_connections(const struct metrics_counters *c)
@@ -475,8 +496,8 @@ static void log_udp(struct text *t, const struct metrics_counters *c)
 	       (unsigned long long)c->udp_flows_live);
 }
 
-size_t metrics_render_log_line(const struct metrics_counters *c,
-			       unsigned show, char *out, size_t size)
+size_t metrics_render_log_line(const struct metrics_counters *c, unsigned show,
+			       char *out, size_t size)
 {
 	struct text t = {out, size, 0};
 

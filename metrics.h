@@ -42,15 +42,20 @@ enum metrics_end {
 	METRICS_END_COUNT,
 };
 
-/* Why a connection to the target failed, by errno. */
+/*
+ * Why a connection to the target failed, by errno: EADDRINUSE (the client's
+ * port is taken here), EADDRNOTAVAIL (that 4-tuple is live), EPERM or
+ * EACCES (a capability is missing), ECONNREFUSED, ETIMEDOUT, ENETUNREACH or
+ * EHOSTUNREACH; FAMILY: the client and the target differ in family.
+ */
 enum metrics_connect_class {
-	METRICS_CONNECT_ADDRESS_IN_USE,      /* EADDRINUSE: the client's port is taken */
-	METRICS_CONNECT_ADDRESS_UNAVAILABLE, /* EADDRNOTAVAIL: that 4-tuple is live */
-	METRICS_CONNECT_PERMISSION,          /* EPERM, EACCES: a capability is missing */
-	METRICS_CONNECT_REFUSED,             /* ECONNREFUSED: nothing listens */
-	METRICS_CONNECT_TIMEOUT,             /* ETIMEDOUT */
-	METRICS_CONNECT_UNREACHABLE,         /* ENETUNREACH, EHOSTUNREACH */
-	METRICS_CONNECT_FAMILY,              /* client and target differ in family */
+	METRICS_CONNECT_ADDRESS_IN_USE,
+	METRICS_CONNECT_ADDRESS_UNAVAILABLE,
+	METRICS_CONNECT_PERMISSION,
+	METRICS_CONNECT_REFUSED,
+	METRICS_CONNECT_TIMEOUT,
+	METRICS_CONNECT_UNREACHABLE,
+	METRICS_CONNECT_FAMILY,
 	METRICS_CONNECT_OTHER,
 	METRICS_CONNECT_CLASS_COUNT,
 };
@@ -89,14 +94,16 @@ enum metrics_udp_flow_event {
 struct metrics_counters {
 	uint64_t accepted;
 	uint64_t ended[METRICS_END_COUNT];
-	uint64_t bad_headers[PROXYHDR_EV2_UNIQUE_ID + 1]; /* by proxyhdr_error */
-	uint64_t bytes_up;   /* client to backend */
-	uint64_t bytes_down; /* backend to client */
+	uint64_t
+		bad_headers[PROXYHDR_EV2_UNIQUE_ID + 1]; /* by proxyhdr_error */
+	uint64_t bytes_up;				 /* client to backend */
+	uint64_t bytes_down;				 /* backend to client */
 	uint64_t connect_failures[METRICS_CONNECT_CLASS_COUNT];
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
-	uint64_t last_load_time_s; /* Unix time of the last good load, 0: none */
-	uint64_t subnet_entries;   /* entries in force */
+	uint64_t
+		last_load_time_s; /* Unix time of the last good load, 0: none */
+	uint64_t subnet_entries;  /* entries in force */
 	uint64_t udp_datagrams[METRICS_UDP_PATH_COUNT];
 	uint64_t udp_drops[METRICS_UDP_DROP_COUNT];
 	uint64_t udp_flows_opened;
@@ -125,8 +132,7 @@ void metrics_add_bytes(struct metrics *m, uint64_t up, uint64_t down);
 void metrics_count_connect_failure(struct metrics *m, int error);
 
 /* A good load (at start or on SIGHUP): entries in force, and when. */
-void metrics_note_subnets_loaded(struct metrics *m, size_t entries,
-				 time_t now);
+void metrics_note_subnets_loaded(struct metrics *m, size_t entries, time_t now);
 void metrics_count_reload(struct metrics *m, bool ok);
 
 void metrics_count_udp_datagrams(struct metrics *m, enum metrics_udp_path path,
@@ -153,8 +159,8 @@ size_t metrics_render_prometheus(const struct metrics_counters *c,
  * families as NAME=LABEL:VALUE,LABEL:VALUE with their non-zero members only
  * ("-" when all are zero). Returns what metrics_render_prometheus returns.
  */
-size_t metrics_render_log_line(const struct metrics_counters *c,
-			       unsigned show, char *out, size_t size);
+size_t metrics_render_log_line(const struct metrics_counters *c, unsigned show,
+			       char *out, size_t size);
 
 /* Pure: the class of a failed bind() or connect()'s errno. */
 enum metrics_connect_class metrics_connect_class_of(int error);

@@ -36,7 +36,8 @@
 static bool is_token_char(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 /* Where the header block ends (just past its empty line), or NULL. */
@@ -126,8 +127,8 @@ enum metrics_http_verdict metrics_http_judge(const char *request, size_t len)
 
 int metrics_http_listen(const struct sockaddr *addr, socklen_t addr_len)
 {
-	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			0);
+	int fd = socket(addr->sa_family,
+			SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	int on = 1;
 
 	if (fd < 0)
@@ -185,7 +186,8 @@ static void release(struct scraper *s, bool reset)
 {
 	if (reset) {
 		struct linger linger = {.l_onoff = 1, .l_linger = 0};
-		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
+		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &linger,
+			   sizeof linger);
 	}
 	close(s->fd);
 	s->fd = -1;
@@ -239,7 +241,8 @@ static void prepare_answer(struct endpoint *e, struct scraper *s,
 		verdict == METRICS_HTTP_OK && body_len > 0
 			? "text/plain; version=0.0.4; charset=utf-8"
 			: "text/plain; charset=utf-8",
-		body_len, verdict == METRICS_HTTP_BAD_METHOD ? "Allow: GET\r\n" : "");
+		body_len,
+		verdict == METRICS_HTTP_BAD_METHOD ? "Allow: GET\r\n" : "");
 	memcpy(s->response + head_len, e->body, body_len);
 	s->response_len = (size_t)head_len + body_len;
 	s->sent = 0;
@@ -392,8 +395,7 @@ static int become_endpoint(int listen_fd, pid_t parent)
 	    signal(SIGINT, SIG_DFL) == SIG_ERR ||
 	    sigprocmask(SIG_SETMASK, &none, NULL) != 0)
 		return -1;
-	if (listen_fd > 3 &&
-	    close_range(3, (unsigned)listen_fd - 1, 0) != 0)
+	if (listen_fd > 3 && close_range(3, (unsigned)listen_fd - 1, 0) != 0)
 		return -1;
 	if (close_range((unsigned)listen_fd + 1, ~0U, 0) != 0)
 		return -1;

@@ -26,12 +26,12 @@
 
 /* What to answer to the request bytes received so far. */
 enum metrics_http_verdict {
-	METRICS_HTTP_NEED_MORE,   /* no verdict yet: read more */
-	METRICS_HTTP_OK,          /* 200: GET /metrics */
+	METRICS_HTTP_NEED_MORE,	  /* no verdict yet: read more */
+	METRICS_HTTP_OK,	  /* 200: GET /metrics */
 	METRICS_HTTP_BAD_REQUEST, /* 400: not an HTTP request line */
-	METRICS_HTTP_NOT_FOUND,   /* 404: another path */
+	METRICS_HTTP_NOT_FOUND,	  /* 404: another path */
 	METRICS_HTTP_BAD_METHOD,  /* 405: another method */
-	METRICS_HTTP_TOO_LARGE,   /* 431: no end of headers within the cap */
+	METRICS_HTTP_TOO_LARGE,	  /* 431: no end of headers within the cap */
 };
 
 /*

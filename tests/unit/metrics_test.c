@@ -119,7 +119,7 @@ struct render_case {
 	setup_fn *setup;
 	unsigned show;
 	const char *present[6]; /* whole lines the text must hold */
-	const char *absent[3];  /* substrings it must not hold */
+	const char *absent[3];	/* substrings it must not hold */
 };
 
 #define TCP METRICS_SHOW_TCP
@@ -186,7 +186,8 @@ static void run_render_case(const struct render_case *rc)
 	rc->setup(&c);
 	size_t len = metrics_render_prometheus(&c, rc->show, text, sizeof text);
 	if (len >= sizeof text || strlen(text) != len) {
-		fail(rc->name, "length %zu for a text of %zu", len, strlen(text));
+		fail(rc->name, "length %zu for a text of %zu", len,
+		     strlen(text));
 		return;
 	}
 	for (size_t i = 0; i < COUNT_OF(rc->present) && rc->present[i]; i++) {
@@ -198,7 +199,8 @@ static void run_render_case(const struct render_case *rc)
 	}
 	for (size_t i = 0; i < COUNT_OF(rc->absent) && rc->absent[i]; i++) {
 		if (strstr(text, rc->absent[i]) != NULL) {
-			fail(rc->name, "\"%s\" should not be there", rc->absent[i]);
+			fail(rc->name, "\"%s\" should not be there",
+			     rc->absent[i]);
 			return;
 		}
 	}
@@ -375,7 +377,8 @@ static void test_truncate(void)
 		char *cut = malloc(size);
 		if (cut == NULL)
 			break;
-		size_t len = metrics_render_prometheus(&c, TCP | UDP, cut, size);
+		size_t len =
+			metrics_render_prometheus(&c, TCP | UDP, cut, size);
 		int ok = len == needed && strlen(cut) == size - 1 &&
 			 memcmp(cut, full, size - 1) == 0;
 		free(cut);
@@ -436,7 +439,8 @@ static void run_judge_case(const struct judge_case *jc)
 /* Headers that never end: more is wanted up to the cap, and no further. */
 static void test_judge_cap(void)
 {
-	static const char name[] = "no end of headers within 4096 bytes is too large";
+	static const char name[] =
+		"no end of headers within 4096 bytes is too large";
 	char *request = malloc(METRICS_HTTP_REQUEST_MAX);
 
 	if (request == NULL) {
@@ -445,8 +449,8 @@ static void test_judge_cap(void)
 	}
 	memset(request, 'a', METRICS_HTTP_REQUEST_MAX);
 	memcpy(request, "GET /metrics HTTP/1.1\r\nX: ", 26);
-	enum metrics_http_verdict below = metrics_http_judge(
-		request, METRICS_HTTP_REQUEST_MAX - 1);
+	enum metrics_http_verdict below =
+		metrics_http_judge(request, METRICS_HTTP_REQUEST_MAX - 1);
 	enum metrics_http_verdict at =
 		metrics_http_judge(request, METRICS_HTTP_REQUEST_MAX);
 	free(request);
@@ -465,7 +469,8 @@ struct errno_case {
 
 static void test_errno_classes(void)
 {
-	static const char name[] = "each errno of a failed connect has its class";
+	static const char name[] =
+		"each errno of a failed connect has its class";
 	static const struct errno_case cases[] = {
 		{EADDRINUSE, METRICS_CONNECT_ADDRESS_IN_USE},
 		{EADDRNOTAVAIL, METRICS_CONNECT_ADDRESS_UNAVAILABLE},
@@ -498,7 +503,8 @@ enum { WRITERS = 4, ADDS_EACH = 20000 };
 
 static void test_shared_counts(void)
 {
-	static const char name[] = "counts from four processes at once are exact";
+	static const char name[] =
+		"counts from four processes at once are exact";
 	struct metrics *m = metrics_open();
 	struct metrics_counters c;
 	int children_ok = 1;
@@ -602,8 +608,9 @@ static void run_reload_case(const struct reload_case *rc, const char *dir)
 	snprintf(path, sizeof path, "%s/allowed", dir);
 	memset(&in_force, 0, sizeof in_force);
 	unlink(path);
-	if (m == NULL || subnets_parse("127.0.0.1/32\n", 13, &in_force, &error,
-				       NULL, NULL) != 0 ||
+	if (m == NULL ||
+	    subnets_parse("127.0.0.1/32\n", 13, &in_force, &error, NULL,
+			  NULL) != 0 ||
 	    (rc->text != NULL && write_text(path, rc->text) != 0)) {
 		fail(rc->name, "set-up failed");
 		return;
@@ -647,14 +654,10 @@ int main(int argc, char **argv)
 		const char *group;
 		void (*run)(void);
 	} groups[] = {
-		{"format", test_form},
-		{"logline", test_log_line_fits},
-		{"truncate", test_truncate},
-		{"judge", test_judge_cap},
-		{"errno", test_errno_classes},
-		{"shared", test_shared_counts},
-		{"shared", test_null_block},
-		{"reload", test_reloads},
+		{"format", test_form},	       {"logline", test_log_line_fits},
+		{"truncate", test_truncate},   {"judge", test_judge_cap},
+		{"errno", test_errno_classes}, {"shared", test_shared_counts},
+		{"shared", test_null_block},   {"reload", test_reloads},
 	};
 	int ran = 0;
 
@@ -674,7 +677,8 @@ int main(int argc, char **argv)
 			ran++;
 		}
 	for (size_t i = 0; i < COUNT_OF(groups); i++)
-		if (selection == NULL || strcmp(selection, groups[i].group) == 0) {
+		if (selection == NULL ||
+		    strcmp(selection, groups[i].group) == 0) {
 			groups[i].run();
 			ran++;
 		}
