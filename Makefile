@@ -92,6 +92,13 @@ tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c 
 tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c $(CFLAGS) $(LDFLAGS)
 
+tests/fuzz/replay_metrics_http: tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) metrics_http.h metrics.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
+
+# The endpoint's request judge needs the rest of the metrics to link.
+tests/fuzz/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c $(METRICS_SOURCES) metrics_http.h metrics.h
+	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $(METRICS_SOURCES)
+
 tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c %.c %.h
 	$(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. -o $@ $< $*.c
 
@@ -104,19 +111,22 @@ tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
 
-test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr tests/fuzz/replay_subnets $(HELPERS) $(BENCH)
+test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr tests/fuzz/replay_subnets \
+	tests/fuzz/replay_metrics_http $(HELPERS) $(BENCH)
 
 test:
 	$(MAKE) WERROR=1 test-programs
 	tests/run
 
 # FUZZ_SECONDS for each harness; new inputs land in tests/fuzz/work*.
-fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets
-	mkdir -p tests/fuzz/work tests/fuzz/work-subnets
+fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets tests/fuzz/fuzz_metrics_http
+	mkdir -p tests/fuzz/work tests/fuzz/work-subnets tests/fuzz/work-metrics-http
 	tests/fuzz/fuzz_proxyhdr -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-dict=tests/fuzz/proxyhdr.dict tests/fuzz/work tests/fuzz/corpus
 	tests/fuzz/fuzz_subnets -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
 		tests/fuzz/work-subnets tests/fuzz/subnets-corpus
+	tests/fuzz/fuzz_metrics_http -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		tests/fuzz/work-metrics-http tests/fuzz/metrics-http-corpus
 
 bench: mmproxy $(BENCH)
 	tests/bench/run
@@ -158,5 +168,6 @@ format:
 clean:
 	rm -f mmproxy mmproxy-asan *.o $(UNIT_TESTS) $(HELPERS) $(BENCH) \
 		tests/fuzz/fuzz_proxyhdr tests/fuzz/replay_proxyhdr \
-		tests/fuzz/fuzz_subnets tests/fuzz/replay_subnets
-	rm -rf tests/fuzz/work tests/fuzz/work-subnets
+		tests/fuzz/fuzz_subnets tests/fuzz/replay_subnets \
+		tests/fuzz/fuzz_metrics_http tests/fuzz/replay_metrics_http
+	rm -rf tests/fuzz/work tests/fuzz/work-subnets tests/fuzz/work-metrics-http
