@@ -44,10 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "metrics.h"
-#include "metrics_http.h"
 #include "proxyhdr.h"
-#include "reload.h"
 #include "subnets.h"
 
 #define MMPROXY_VERSION "1.0.0"
@@ -84,8 +81,6 @@ struct options {
 	uint32_t table;			       /* the routing table --check suggests */
 	struct sockaddr_storage check_from4; /* spoofed source of --check's probe */
 	struct sockaddr_storage check_from6;
-	bool metrics_given;
-	struct sockaddr_storage metrics_addr; /* --metrics: the endpoint */
 };
 
 /* ---- logging ---------------------------------------------------------- */
@@ -223,10 +218,10 @@ static const char usage_text[] =
 	"               [--allowed-subnets FILE] [--mark N] [-v 0|1|2] [-q]\n"
 	"               [-p tcp|udp] [--listeners N] [--max-connections N]\n"
 	"               [--header-timeout S] [--connect-timeout S]\n"
-	"               [--close-after S] [--max-flows N] [--metrics ADDR:PORT]\n"
-	"               [--port-fallback] [--dynamic-destination]\n"
-	"               [--listen-transparent] [--inetd] [--tproxy] [--check]\n"
-	"               [--check-from ADDR] [-t N] [-h] [--version]\n";
+	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
+	"               [--dynamic-destination] [--listen-transparent]\n"
+	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
+	"               [-t N] [-h] [--version]\n";
 
 static const char help_text[] =
 	"\n"
@@ -253,8 +248,6 @@ static const char help_text[] =
 	"  --connect-timeout S      wait this long for the target (default 5)\n"
 	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
 	"  --max-flows N            UDP: live flows at most (default 65536)\n"
-	"  --metrics ADDR:PORT      serve GET /metrics (Prometheus text) here; long-\n"
-	"                           lived modes only (default: no endpoint)\n"
 	"  --port-fallback          when the client's port is taken locally, keep its\n"
 	"                           address with an ephemeral port\n"
 	"  --dynamic-destination    connect to the destination named in the header\n"
@@ -296,7 +289,6 @@ enum option_id {
 	OPT_CONNECT_TIMEOUT,
 	OPT_CLOSE_AFTER,
 	OPT_MAX_FLOWS,
-	OPT_METRICS,
 	OPT_PORT_FALLBACK,
 	OPT_DYNAMIC_DESTINATION,
 	OPT_LISTEN_TRANSPARENT,
@@ -341,7 +333,6 @@ static const struct option_name option_names[] = {
 	{"connect-timeout", OPT_CONNECT_TIMEOUT, true},
 	{"close-after", OPT_CLOSE_AFTER, true},
 	{"max-flows", OPT_MAX_FLOWS, true},
-	{"metrics", OPT_METRICS, true},
 	{"port-fallback", OPT_PORT_FALLBACK, false},
 	{"dynamic-destination", OPT_DYNAMIC_DESTINATION, false},
 	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
@@ -584,10 +575,6 @@ static void apply_option(struct options *opts, const struct option_name *opt,
 	case OPT_MAX_FLOWS:
 		opts->max_flows =
 			(unsigned)parse_number(shown, value, 1, 1000000);
-		break;
-	case OPT_METRICS:
-		parse_address_option(shown, value, &opts->metrics_addr);
-		opts->metrics_given = true;
 		break;
 	case OPT_PORT_FALLBACK:
 		opts->port_fallback = true;
@@ -890,10 +877,6 @@ struct connection {
 	uint64_t bytes_down; /* backend to client */
 	int64_t start_ms;
 	enum connection_end end;
-	/* For the metrics: what was wrong with a bad header, and the errno of
-	 * a failed connect to the target (0 with a family mismatch). */
-	enum proxyhdr_error header_error;
-	int connect_error;
 };
 
 /* Peer bytes for a log line: printable ASCII kept, the rest as \xNN, capped. */
@@ -1001,7 +984,6 @@ static enum header_step judge_header_bytes(struct connection *conn,
 			       : HEADER_FAILED;
 	case PROXYHDR_INVALID:
 		log_header_problem(conn, error, reader->buffer, len);
-		conn->header_error = error;
 		conn->end = error == PROXYHDR_ENOT_PROXY ? END_NO_HEADER
 							 : END_BAD_HEADER;
 		return HEADER_FAILED;
@@ -1485,7 +1467,6 @@ CONNECTION_PHASE static int connect_backend(struct connection *conn,
 			  format_address(&conn->target_addr, target,
 					 sizeof target));
 		conn->end = END_BIND_FAILED;
-		conn->connect_error = 0;
 		return -1;
 	}
 	for (;;) {
@@ -1507,7 +1488,6 @@ CONNECTION_PHASE static int connect_backend(struct connection *conn,
 			 * doing: end=error, exit 1, so it shows. */
 			conn->end = fd == BIND_FAILED ? END_BIND_FAILED
 						      : END_ERROR;
-			conn->connect_error = bind_error;
 			return -1;
 		}
 		int error = connect_to_target(fd, conn, opts);
@@ -1529,7 +1509,6 @@ CONNECTION_PHASE static int connect_backend(struct connection *conn,
 			  strerror(error));
 		conn->end = error == ETIMEDOUT ? END_CONNECT_TIMEOUT
 					       : END_BACKEND_REFUSED;
-		conn->connect_error = error;
 		return -1;
 	}
 }
@@ -1796,37 +1775,6 @@ static void log_connection_summary(const struct connection *conn)
 		end_names[conn->end]);
 }
 
-static const enum metrics_end metrics_end_of[] = {
-	[END_DONE] = METRICS_END_DONE,
-	[END_BACKEND_CLOSED] = METRICS_END_BACKEND_CLOSED,
-	[END_HEALTH] = METRICS_END_HEALTH,
-	[END_NOT_ALLOWED] = METRICS_END_NOT_ALLOWED,
-	[END_NOT_DIVERTED] = METRICS_END_NOT_DIVERTED,
-	[END_NO_HEADER] = METRICS_END_NO_HEADER,
-	[END_BAD_HEADER] = METRICS_END_BAD_HEADER,
-	[END_HEADER_TIMEOUT] = METRICS_END_HEADER_TIMEOUT,
-	[END_HEADER_TRUNCATED] = METRICS_END_HEADER_TRUNCATED,
-	[END_BIND_FAILED] = METRICS_END_BIND_FAILED,
-	[END_BACKEND_REFUSED] = METRICS_END_BACKEND_REFUSED,
-	[END_CONNECT_TIMEOUT] = METRICS_END_CONNECT_TIMEOUT,
-	[END_CLIENT_RESET] = METRICS_END_CLIENT_RESET,
-	[END_BACKEND_RESET] = METRICS_END_BACKEND_RESET,
-	[END_ERROR] = METRICS_END_ERROR,
-};
-
-/* The connection's end into the shared counters, once, as it closes. */
-static void count_connection_end(struct metrics *metrics,
-				 const struct connection *conn)
-{
-	metrics_count_end(metrics, metrics_end_of[conn->end]);
-	metrics_add_bytes(metrics, conn->bytes_up, conn->bytes_down);
-	if (conn->end == END_BAD_HEADER)
-		metrics_count_bad_header(metrics, conn->header_error);
-	if (conn->end == END_BIND_FAILED || conn->end == END_BACKEND_REFUSED ||
-	    conn->end == END_CONNECT_TIMEOUT)
-		metrics_count_connect_failure(metrics, conn->connect_error);
-}
-
 static bool is_normal_end(enum connection_end end)
 {
 	return end == END_DONE || end == END_BACKEND_CLOSED ||
@@ -1907,20 +1855,17 @@ static bool is_allowed_peer(const struct connection *conn,
 static int handle_connection(int lb_fd,
 			     const struct sockaddr_storage *accepted_peer,
 			     const struct options *opts,
-			     const struct subnets *allowed,
-			     struct metrics *metrics)
+			     const struct subnets *allowed)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
 				  .tproxy = opts->tproxy, .end = END_ERROR};
 
 	conn.start_ms = monotonic_ms();
-	metrics_count_accepted(metrics);
 	int identified = identify_load_balancer(&conn, accepted_peer);
 	if (identified == 0 && conn.tproxy)
 		identified = identify_tproxy_ends(&conn);
 	if (identified < 0) {
 		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
-		count_connection_end(metrics, &conn);
 		close(lb_fd);
 		return EXIT_SYSTEM;
 	}
@@ -1935,8 +1880,6 @@ static int handle_connection(int lb_fd,
 			conn.end = END_HEALTH;
 	}
 	log_connection_summary(&conn);
-	/* Counted first: once a peer sees the close, a scrape shows it. */
-	count_connection_end(metrics, &conn);
 	close_connection(&conn);
 	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
 }
@@ -1946,9 +1889,6 @@ static int handle_connection(int lb_fd,
 struct listener {
 	int listen_fd;
 	int signal_fd;
-	struct metrics *metrics;
-	pid_t metrics_pid; /* the --metrics endpoint's process, or 0 */
-	bool is_sibling;   /* started by the first accept process (--listeners) */
 	unsigned live_children;
 	unsigned max_children; /* 0: no cap */
 	int64_t paused_until_ms;
@@ -1961,52 +1901,13 @@ struct listener {
 /* After EMFILE and friends, stop accepting this long, then try again. */
 enum { ACCEPT_BACKOFF_MS = 100, LOG_INTERVAL_S = 10, ACCEPT_BATCH = 32 };
 
-/* The signals the accept loop and the UDP loop read from their signalfd. */
+/* The signals the accept loop reads from its signalfd. */
 static void listener_signal_set(sigset_t *set)
 {
 	sigemptyset(set);
 	sigaddset(set, SIGCHLD);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
-	sigaddset(set, SIGHUP);
-	sigaddset(set, SIGUSR1);
-}
-
-/* What the pending signals ask for. */
-struct signals_read {
-	bool stop;         /* SIGTERM, SIGINT */
-	bool child_exited; /* SIGCHLD */
-	bool reload;       /* SIGHUP */
-	bool report;       /* SIGUSR1 */
-};
-
-/* SIGHUP: the allowed subnets file again, all or nothing, and one log line. */
-static void reload_subnets(const struct options *opts, struct subnets *allowed,
-			   struct metrics *metrics)
-{
-	char message[512];
-
-	if (opts->subnets_path == NULL || allowed == NULL) {
-		log_msg(LOG_WARNING, "reload: no --allowed-subnets file to read");
-		return;
-	}
-	int result = reload_allowed_subnets(
-		opts->subnets_path, allowed, metrics, warn_masked_subnet,
-		(void *)opts->subnets_path, message, sizeof message);
-	log_msg(result == 0 ? LOG_NOTICE : LOG_ERR, "%s", message);
-}
-
-/* SIGUSR1: the counters as one log line, whatever the verbosity. */
-static void log_metrics(const struct metrics *metrics, unsigned show)
-{
-	struct metrics_counters counters;
-	char line[1024];
-
-	if (metrics == NULL)
-		return;
-	metrics_snapshot(metrics, &counters);
-	metrics_render_log_line(&counters, show, line, sizeof line);
-	log_msg(LOG_INFO, "%s", line);
 }
 
 static void reap_children(struct listener *l)
@@ -2016,11 +1917,6 @@ static void reap_children(struct listener *l)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		bool was_sibling = false;
-		if (pid == l->metrics_pid) {
-			log_msg(LOG_ERR, "metrics process %ld exited", (long)pid);
-			l->metrics_pid = 0;
-			continue;
-		}
 		for (unsigned i = 0; i < l->sibling_count; i++) {
 			if (l->sibling_pids[i] == pid) {
 				l->sibling_pids[i] = 0;
@@ -2034,52 +1930,30 @@ static void reap_children(struct listener *l)
 	}
 }
 
-/* Reads every pending signal. */
-static struct signals_read read_signals(int signal_fd)
+/* Reads every pending signal; returns true when one of them asks us to stop. */
+static bool read_signals(int signal_fd, bool *child_exited)
 {
 	struct signalfd_siginfo info;
-	struct signals_read seen = {false, false, false, false};
+	bool stop = false;
 
 	while (read(signal_fd, &info, sizeof info) == sizeof info) {
 		if (info.ssi_signo == SIGCHLD)
-			seen.child_exited = true;
-		else if (info.ssi_signo == SIGHUP)
-			seen.reload = true;
-		else if (info.ssi_signo == SIGUSR1)
-			seen.report = true;
+			*child_exited = true;
 		else
-			seen.stop = true;
+			stop = true;
 	}
-	return seen;
-}
-
-/*
- * SIGHUP to the accept loop: processes forked from now on start with the
- * new set; those already running keep theirs. The first accept process
- * passes the signal on to the others (--listeners) and alone counts it.
- */
-static void reload_listener(struct listener *l, const struct options *opts,
-			    struct subnets *allowed)
-{
-	for (unsigned i = 0; i < l->sibling_count; i++)
-		if (l->sibling_pids[i] > 0)
-			kill(l->sibling_pids[i], SIGHUP);
-	reload_subnets(opts, allowed, l->is_sibling ? NULL : l->metrics);
+	return stop;
 }
 
 /* Returns true when the listener must stop. */
-static bool handle_signals(struct listener *l, const struct options *opts,
-			   struct subnets *allowed)
+static bool handle_signals(struct listener *l)
 {
-	struct signals_read seen = read_signals(l->signal_fd);
+	bool child_exited = false;
+	bool stop = read_signals(l->signal_fd, &child_exited);
 
-	if (seen.child_exited)
+	if (child_exited)
 		reap_children(l);
-	if (seen.reload && !seen.stop)
-		reload_listener(l, opts, allowed);
-	if (seen.report)
-		log_metrics(l->metrics, METRICS_SHOW_TCP);
-	return seen.stop;
+	return stop;
 }
 
 static void stop_siblings(const struct listener *l)
@@ -2119,7 +1993,7 @@ run_connection_child(struct listener *l, int client_fd,
 	sigaddset(&only_interrupt, SIGINT);
 	if (sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
-	_exit(handle_connection(client_fd, peer, opts, allowed, l->metrics));
+	_exit(handle_connection(client_fd, peer, opts, allowed));
 }
 
 static bool is_at_limit(const struct listener *l)
@@ -2186,7 +2060,7 @@ accept_connections(struct listener *l, const struct options *opts,
  */
 __attribute__((noinline)) static int
 accept_loop(const struct listener *set_up, const struct options *opts,
-	    struct subnets *allowed)
+	    const struct subnets *allowed)
 {
 	struct listener copy = *set_up;
 	struct listener *l = &copy;
@@ -2205,7 +2079,7 @@ accept_loop(const struct listener *set_up, const struct options *opts,
 				continue;
 			die(EXIT_SYSTEM, "poll: %s", strerror(errno));
 		}
-		if ((fds[0].revents & POLLIN) && handle_signals(l, opts, allowed)) {
+		if ((fds[0].revents & POLLIN) && handle_signals(l)) {
 			stop_siblings(l);
 			return 0;
 		}
@@ -2227,7 +2101,7 @@ accept_loop(const struct listener *set_up, const struct options *opts,
 #define STACK_ROOM_WANTED 4032
 
 static int run_listener(struct listener *l, const struct options *opts,
-			struct subnets *allowed)
+			const struct subnets *allowed)
 {
 	char here;
 	size_t padding = ((uintptr_t)&here + STACK_PAGE - STACK_ROOM_WANTED) %
@@ -2251,8 +2125,8 @@ static int run_listener(struct listener *l, const struct options *opts,
  * the kernel spreads connections among them. All sockets are bound before
  * any process starts, so a bad address stops everything at once.
  */
-static int run_standalone(const struct options *opts, struct subnets *allowed,
-			  struct metrics *metrics, pid_t metrics_pid)
+static int run_standalone(const struct options *opts,
+			  const struct subnets *allowed)
 {
 	unsigned count = opts->listeners;
 	unsigned per_listener_cap =
@@ -2285,8 +2159,6 @@ static int run_standalone(const struct options *opts, struct subnets *allowed,
 				if (j != i)
 					close(fds[j]);
 			struct listener sibling = {.listen_fd = fds[i],
-						   .metrics = metrics,
-						   .is_sibling = true,
 						   .max_children =
 							   per_listener_cap};
 			status = run_listener(&sibling, opts, allowed);
@@ -2298,8 +2170,6 @@ static int run_standalone(const struct options *opts, struct subnets *allowed,
 	for (unsigned i = 1; i < count; i++)
 		close(fds[i]);
 	struct listener first = {.listen_fd = fds[0],
-				 .metrics = metrics,
-				 .metrics_pid = metrics_pid,
 				 .max_children = per_listener_cap,
 				 .sibling_pids = pids,
 				 .sibling_count = count - 1};
@@ -2432,8 +2302,7 @@ static const char *const udp_drop_reasons[] = {
 
 struct udp_proxy {
 	const struct options *opts;
-	struct subnets *allowed; /* replaced in place by a reload */
-	struct metrics *metrics;
+	const struct subnets *allowed;
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
@@ -2597,19 +2466,9 @@ static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 {
 	while (proxy->idle_head &&
-	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms) {
+	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms)
 		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
-		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EXPIRED);
-	}
 }
-
-static const enum metrics_udp_drop metrics_drop_of[] = {
-	[UDP_DROP_NOT_ALLOWED] = METRICS_UDP_DROP_NOT_ALLOWED,
-	[UDP_DROP_BAD_HEADER] = METRICS_UDP_DROP_BAD_HEADER,
-	[UDP_DROP_NOT_DGRAM] = METRICS_UDP_DROP_NOT_DGRAM,
-	[UDP_DROP_FLOW_LIMIT] = METRICS_UDP_DROP_FLOW_LIMIT,
-	[UDP_DROP_FLOW_FAILED] = METRICS_UDP_DROP_FLOW_FAILED,
-};
 
 /* error: an errno value that says more, or 0. */
 static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
@@ -2618,7 +2477,6 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 	char lb_text[ADDRESS_TEXT_SIZE];
 
 	proxy->drops[reason]++;
-	metrics_count_udp_drop(proxy->metrics, metrics_drop_of[reason]);
 	if (logger.verbosity >= LOG_LEVEL_ERRORS &&
 	    rate_limit_allows(&proxy->drop_log, LOG_INTERVAL_S))
 		log_msg(LOG_WARNING,
@@ -2715,7 +2573,6 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	flow->last_active_ms = now_ms;
 	idle_list_append(proxy, flow);
 	proxy->live_flows++;
-	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_OPENED);
 	udp_log_flow("open", proxy, flow);
 	return flow;
 }
@@ -2731,27 +2588,15 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 				     int64_t now_ms, size_t *header_len)
 {
 	struct proxyhdr header;
-	/*
-	 * The allowed subnets decide who may open a flow. A flow opened
-	 * before a reload that removed its load balancer lives on until it
-	 * goes idle, as a TCP connection does; so a peer outside the set is
-	 * refused at once only while no flow exists, and otherwise once it
-	 * is known to have none. Anything wrong from such a peer counts as
-	 * "not allowed".
-	 */
-	bool admitted = proxy->allowed == NULL ||
-			subnets_contains(proxy->allowed,
-					 (const struct sockaddr *)lb);
 
-	if (!admitted && proxy->live_flows == 0) {
+	if (proxy->allowed &&
+	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
-		udp_count_drop(proxy, admitted ? UDP_DROP_BAD_HEADER
-					       : UDP_DROP_NOT_ALLOWED,
-			       lb, 0);
+		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb, 0);
 		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
@@ -2759,18 +2604,12 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
-		udp_count_drop(proxy, admitted ? UDP_DROP_NOT_DGRAM
-					       : UDP_DROP_NOT_ALLOWED,
-			       lb, 0);
+		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
 		return NULL;
 	}
 	struct sockaddr_storage client;
 	header_client(&header, &client);
 	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
-	if (flow == NULL && !admitted) {
-		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
-		return NULL;
-	}
 	if (flow == NULL)
 		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
@@ -2808,13 +2647,9 @@ static void udp_send_payloads(struct udp_proxy *proxy, struct udp_flow *flow,
 				udp_log_send_error(proxy, "send to the target",
 						   errno);
 			/* This datagram is lost, as UDP allows; not the rest. */
-			metrics_count_udp_drop(proxy->metrics,
-					       METRICS_UDP_DROP_SEND_FAILED);
 			sent++;
 			continue;
 		}
-		metrics_count_udp_datagrams(proxy->metrics,
-					    METRICS_UDP_TO_BACKEND, (uint64_t)n);
 		sent += (unsigned)n;
 	}
 }
@@ -2936,8 +2771,6 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 				log_error("udp recvmmsg: %s", strerror(errno));
 			return;
 		}
-		metrics_count_udp_datagrams(proxy->metrics, METRICS_UDP_FROM_LB,
-					    (uint64_t)count);
 		udp_forward_batch(proxy, (unsigned)count);
 		if (count < UDP_BATCH)
 			return;
@@ -2967,20 +2800,12 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 				msg->msg_controllen = flow->reply_control_len;
 			}
 		}
-		metrics_count_udp_datagrams(proxy->metrics,
-					    METRICS_UDP_FROM_BACKEND,
-					    (uint64_t)count);
-		int sent = count > 0 ? sendmmsg(proxy->listen_fd,
-						proxy->messages,
-						(unsigned)count, 0)
-				     : 0;
-		if (sent < 0 && errno != EAGAIN)
+		if (count > 0 &&
+		    sendmmsg(proxy->listen_fd, proxy->messages,
+			     (unsigned)count, 0) < 0 &&
+		    errno != EAGAIN)
 			udp_log_send_error(proxy, "reply to the load balancer",
 					   errno);
-		if (sent > 0)
-			metrics_count_udp_datagrams(proxy->metrics,
-						    METRICS_UDP_TO_LB,
-						    (uint64_t)sent);
 		udp_touch_flow(proxy, flow, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;
@@ -2988,8 +2813,7 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 }
 
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
-		     const struct options *opts, struct subnets *allowed,
-		     struct metrics *metrics)
+		     const struct options *opts, const struct subnets *allowed)
 {
 	sigset_t signals;
 	size_t buckets = 1;
@@ -2997,7 +2821,6 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 	memset(proxy, 0, sizeof *proxy);
 	proxy->opts = opts;
 	proxy->allowed = allowed;
-	proxy->metrics = metrics;
 	proxy->listen_fd = listen_fd;
 	proxy->idle_limit_ms = (int64_t)opts->close_after_s * 1000;
 	while (buckets < opts->max_flows)
@@ -3055,10 +2878,8 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 
 static void udp_teardown(struct udp_proxy *proxy)
 {
-	while (proxy->idle_head) {
+	while (proxy->idle_head)
 		udp_close_flow(proxy, proxy->idle_head, "closed (exit)");
-		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_CLOSED);
-	}
 	close(proxy->epoll_fd);
 	close(proxy->signal_fd);
 	free(proxy->flow_pool);
@@ -3076,36 +2897,13 @@ static int udp_wait_ms(const struct udp_proxy *proxy, int64_t now_ms)
 	return due <= 0 ? 0 : due > 1000 ? 1000 : (int)due;
 }
 
-/*
- * The UDP loop's signals. SIGHUP: every datagram from now on is checked
- * against the new set; flows already open stay. The metrics endpoint is
- * the only child, reaped when it ends. Returns true to stop.
- */
-static bool udp_handle_signals(struct udp_proxy *proxy, pid_t *metrics_pid)
-{
-	struct signals_read seen = read_signals(proxy->signal_fd);
-
-	if (seen.child_exited && *metrics_pid > 0 &&
-	    waitpid(*metrics_pid, NULL, WNOHANG) == *metrics_pid) {
-		log_msg(LOG_ERR, "metrics process %ld exited",
-			(long)*metrics_pid);
-		*metrics_pid = 0;
-	}
-	if (seen.reload && !seen.stop)
-		reload_subnets(proxy->opts, proxy->allowed, proxy->metrics);
-	if (seen.report)
-		log_metrics(proxy->metrics, METRICS_SHOW_UDP);
-	return seen.stop;
-}
-
 static int run_udp(int listen_fd, const struct options *opts,
-		   struct subnets *allowed, struct metrics *metrics,
-		   pid_t metrics_pid)
+		   const struct subnets *allowed)
 {
 	struct udp_proxy proxy;
 	struct epoll_event events[64];
 
-	if (udp_setup(&proxy, listen_fd, opts, allowed, metrics) != 0)
+	if (udp_setup(&proxy, listen_fd, opts, allowed) != 0)
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
 	for (;;) {
 		int count = epoll_wait(proxy.epoll_fd, events, 64,
@@ -3117,7 +2915,9 @@ static int run_udp(int listen_fd, const struct options *opts,
 			if (source == NULL) {
 				udp_receive_from_load_balancers(&proxy);
 			} else if (source == &proxy) {
-				if (udp_handle_signals(&proxy, &metrics_pid)) {
+				bool child_exited = false;
+				if (read_signals(proxy.signal_fd,
+						 &child_exited)) {
 					udp_teardown(&proxy);
 					return 0;
 				}
@@ -3764,56 +3564,14 @@ static void make_transparent(int listen_fd)
 		    listen_fd, strerror(errno));
 }
 
-/*
- * A long-lived mode's counters, in memory its children will share, and with
- * --metrics the endpoint's process, forked before anything else so that it
- * holds nothing of the proxying. Returns the endpoint's PID, or 0.
- */
-static pid_t start_metrics(const struct options *opts,
-			   const struct subnets *allowed,
-			   struct metrics **metrics)
-{
-	char text[ADDRESS_TEXT_SIZE];
-
-	*metrics = metrics_open();
-	if (*metrics == NULL)
-		die(EXIT_SYSTEM, "metrics: mmap: %s", strerror(errno));
-	if (allowed != NULL)
-		metrics_note_subnets_loaded(*metrics, allowed->count, time(NULL));
-	if (!opts->metrics_given)
-		return 0;
-	format_address(&opts->metrics_addr, text, sizeof text);
-	int fd = metrics_http_listen((const struct sockaddr *)&opts->metrics_addr,
-				     address_length(&opts->metrics_addr));
-	if (fd < 0)
-		die(EXIT_SYSTEM, "--metrics %s: %s", text, strerror(errno));
-	pid_t pid = metrics_http_start(fd, *metrics,
-				       opts->protocol == PROTOCOL_UDP
-					       ? METRICS_SHOW_UDP
-					       : METRICS_SHOW_TCP);
-	if (pid < 0)
-		die(EXIT_SYSTEM, "--metrics %s: fork: %s", text,
-		    strerror(errno));
-	close(fd);
-	return pid;
-}
-
 /* Runs the launch mode that the options and the inherited fds call for. */
 static int run_launch_mode(struct options *opts, int activated_fd,
-			   bool one_connection, struct subnets *allowed)
+			   bool one_connection, const struct subnets *allowed)
 {
-	struct metrics *metrics;
-
-	if (one_connection) {
-		if (opts->metrics_given)
-			usage_error("--metrics: only in a long-lived mode "
-				    "(listener, listening socket, UDP), not "
-				    "for one connection");
+	if (one_connection)
 		return handle_connection(activated_fd >= 0 ? activated_fd : 0,
-					 NULL, opts, allowed, NULL);
-	}
+					 NULL, opts, allowed);
 	warn_about_routing(opts);
-	pid_t metrics_pid = start_metrics(opts, allowed, &metrics);
 
 	/* The accept loop's signals arrive through a signalfd, never async. */
 	sigset_t signals;
@@ -3828,24 +3586,22 @@ static int run_launch_mode(struct options *opts, int activated_fd,
 	if (opts->protocol == PROTOCOL_UDP)
 		return run_udp(activated_fd >= 0 ? activated_fd
 						 : open_listener(opts, false),
-			       opts, allowed, metrics, metrics_pid);
+			       opts, allowed);
 	if (activated_fd >= 0) {
 		if (opts->tproxy)
 			make_transparent(activated_fd);
 		struct listener l = {.listen_fd = activated_fd,
-				     .metrics = metrics,
-				     .metrics_pid = metrics_pid,
 				     .max_children = opts->max_connections};
 		return run_listener(&l, opts, allowed);
 	}
-	return run_standalone(opts, allowed, metrics, metrics_pid);
+	return run_standalone(opts, allowed);
 }
 
 int main(int argc, char **argv)
 {
 	struct options opts;
 	struct subnets table;
-	struct subnets *allowed = NULL;
+	const struct subnets *allowed = NULL;
 
 	protect_standard_fds();
 	parse_options(argc, argv, &opts);
@@ -3853,15 +3609,12 @@ int main(int argc, char **argv)
 	if (opts.check)
 		return run_check_command(&opts);
 	/*
-	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP
-	 * and SIGUSR1: a closed terminal must not cut established
-	 * connections, nor a signal sent to every process of the service;
-	 * the long-lived loops block both and read them from their signalfd
-	 * (a blocked signal is queued even when ignored).
+	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP: a
+	 * closed terminal must not cut established connections; to reload
+	 * the subnets file, restart (connections live on).
 	 */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
-	    signal(SIGHUP, SIG_IGN) == SIG_ERR ||
-	    signal(SIGUSR1, SIG_IGN) == SIG_ERR)
+	    signal(SIGHUP, SIG_IGN) == SIG_ERR)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 
 	int activated_fd = socket_activation_fd();
