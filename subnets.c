@@ -12,6 +12,7 @@
  * far below a microsecond per entry; allow-lists are rarely that long.
  */
 #include "subnets.h"
+#include "text.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,59 +41,13 @@ static const uint8_t high_bits_mask[8] = {0x00, 0x80, 0xc0, 0xe0,
 
 /* ---- reporting */
 
-/* Printed as is inside quotes; everything else is escaped. */
-static int is_printable(unsigned char c)
-{
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-}
-
-/*
- * Copy text into out as a quoted-string body: printable ASCII as is, anything
- * else (and '"' and '\') as \xNN, so a log line shows exactly what the file
- * held. Capped with "..." when it does not fit.
- */
-static void escape_text(char *out, size_t out_size, const char *text,
-			size_t len)
-{
-	static const char hex_digits[] = "0123456789abcdef";
-	size_t escaped_len = 0;
-	size_t limit;
-	size_t used = 0;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		escaped_len += is_printable((unsigned char)text[i]) ? 1 : 4;
-	/* Room for the NUL, and for "..." when the text is cut. */
-	limit = escaped_len < out_size ? escaped_len : out_size - 4;
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)text[i];
-
-		if (is_printable(c)) {
-			if (used + 1 > limit)
-				break;
-			out[used++] = (char)c;
-		} else {
-			if (used + 4 > limit)
-				break;
-			out[used++] = '\\';
-			out[used++] = 'x';
-			out[used++] = hex_digits[c >> 4];
-			out[used++] = hex_digits[c & 0x0f];
-		}
-	}
-	if (i < len) {
-		memcpy(out + used, "...", 3);
-		used += 3;
-	}
-	out[used] = '\0';
-}
-
 static int fail(struct subnets *table, struct subnets_error *error, size_t line,
 		const char *text, size_t text_len, const char *reason)
 {
 	subnets_free(table);
 	error->line = line;
-	escape_text(error->text, sizeof(error->text), text, text_len);
+	text_escape(error->text, sizeof(error->text), (const uint8_t *)text,
+		    text_len);
 	snprintf(error->reason, sizeof(error->reason), "%s", reason);
 	return -1;
 }
@@ -223,7 +178,8 @@ static void warn_host_bits(subnets_warn_fn *warn, void *warn_context,
 		snprintf(addr_text, sizeof(addr_text), "?");
 	snprintf(reason, sizeof(reason), "host bits set past /%u; using %s/%u",
 		 subnet->prefix_len, addr_text, subnet->prefix_len);
-	escape_text(line_text, sizeof(line_text), text, strlen(text));
+	text_escape(line_text, sizeof(line_text), (const uint8_t *)text,
+		    strlen(text));
 	warn(warn_context, line, line_text, reason);
 }
 

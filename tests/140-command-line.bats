@@ -320,6 +320,18 @@ refuses() {
 	refuses '--port-fallback.* takes no value' "${ok[@]}" --port-fallback=yes
 }
 
+@test "an option that means nothing in the chosen mode stops mmproxy with one line naming both, and exit 2" {
+	local ok=(-l "127.0.0.1:$(port 0)" --allowed-subnets "$ALLOWED_SUBNETS")
+	refuses '--listeners with -p udp: one socket serves every flow' "${ok[@]}" -p udp --listeners 4
+	refuses '--max-connections with -p udp' "${ok[@]}" -p udp --max-connections 10
+	refuses '--header-timeout with -p udp' "${ok[@]}" --header-timeout 3 -p udp
+	refuses '--port-fallback with -p udp' "${ok[@]}" -p udp --port-fallback
+	refuses '--inetd with -p udp' "${ok[@]}" -p udp --inetd
+	refuses '--max-flows with TCP: flows are UDP' "${ok[@]}" --max-flows 10
+	refuses '-l with --inetd: the connection is accepted already' "${ok[@]}" --inetd
+	refuses '--listeners with --inetd' --allowed-subnets "$ALLOWED_SUBNETS" --inetd --listeners 2
+}
+
 @test "--help exits 0 and names every option mmproxy accepts" {
 	run timeout 10 "$MMPROXY" --help
 	[ "$status" -eq 0 ]
@@ -327,7 +339,7 @@ refuses() {
 	[[ $help == usage:* ]]
 	# Every name in option_names, as -x or --name, not as part of a longer name.
 	names=$(sed -n '/^static const struct option_name option_names\[\]/,/^};/p' \
-		"$REPO/mmproxy.c" | grep -oE '^\s*\{"[^"]+"' | grep -oE '[^"{[:space:]]+')
+		"$REPO/options.c" | grep -oE '^\s*\{"[^"]+"' | grep -oE '[^"{[:space:]]+')
 	[ "$(echo "$names" | grep -c .)" -ge 30 ]
 	missing=
 	for name in $names; do

@@ -1,0 +1,609 @@
+/*
+ * connection: one TCP connection's life (see connection.h).
+ *
+ * The file follows the data: how a connection can end; reading the PROXY
+ * header; the endpoints (from the header, or --tproxy's own ends); the
+ * spoofed connect; the relay's result; the summary line and the close; and
+ * connection_run(), which strings them together. Holds no accept loop, no
+ * relay loop (relay.c) and no socket options (spoof.c).
+ */
+#define _GNU_SOURCE
+#include "connection.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "endpoint.h"
+#include "log.h"
+#include "netaddr.h"
+#include "proxyhdr.h"
+#include "relay.h"
+#include "sockets.h"
+#include "spoof.h"
+#include "stack_layout.h"
+#include "text.h"
+
+/* How a connection ended: the short reason code of the -v 2 summary line. */
+enum connection_end {
+	END_DONE,             /* both sides closed, the client first */
+	END_BACKEND_CLOSED,   /* both sides closed, the backend first */
+	END_HEALTH,           /* a check: connect and close, or LOCAL/UNKNOWN with no data */
+	END_NOT_ALLOWED,      /* the load balancer is not in the allowed subnets */
+	END_NOT_DIVERTED,     /* --tproxy: addressed to this host, not diverted */
+	END_NO_HEADER,        /* the first bytes are not PROXY protocol */
+	END_BAD_HEADER,       /* a PROXY header that breaks the spec */
+	END_HEADER_TIMEOUT,   /* no complete header in time */
+	END_HEADER_TRUNCATED, /* the load balancer closed in the middle of the header */
+	END_BIND_FAILED,      /* could not take the client's address */
+	END_BACKEND_REFUSED,  /* the target refused or is unreachable */
+	END_CONNECT_TIMEOUT,  /* the target did not answer in time */
+	END_CLIENT_RESET,     /* the load balancer side reset; the backend was reset too */
+	END_BACKEND_RESET,    /* the backend reset; the client was reset too */
+	END_ERROR,            /* a system call failed */
+};
+
+static const char *const end_names[] = {
+	[END_DONE] = "done",
+	[END_BACKEND_CLOSED] = "backend-closed",
+	[END_HEALTH] = "health",
+	[END_NOT_ALLOWED] = "not-allowed",
+	[END_NOT_DIVERTED] = "not-diverted",
+	[END_NO_HEADER] = "no-header",
+	[END_BAD_HEADER] = "bad-header",
+	[END_HEADER_TIMEOUT] = "header-timeout",
+	[END_HEADER_TRUNCATED] = "header-truncated",
+	[END_BIND_FAILED] = "bind-failed",
+	[END_BACKEND_REFUSED] = "backend-refused",
+	[END_CONNECT_TIMEOUT] = "connect-timeout",
+	[END_CLIENT_RESET] = "client-reset",
+	[END_BACKEND_RESET] = "backend-reset",
+	[END_ERROR] = "error",
+};
+
+/*
+ * With --tproxy there is no load balancer: lb_fd and lb_addr are the
+ * client's own connection, and destination_addr is where it was going.
+ */
+struct connection {
+	int lb_fd;
+	int backend_fd;
+	struct sockaddr_storage lb_addr;     /* the load balancer's end */
+	struct sockaddr_storage client_addr; /* the client, from the header */
+	struct sockaddr_storage destination_addr; /* --tproxy: our own end */
+	struct sockaddr_storage target_addr;
+	bool tproxy;
+	bool spoofed; /* false for LOCAL/UNKNOWN: connect from our own address */
+	uint64_t bytes_up;   /* client to backend */
+	uint64_t bytes_down; /* backend to client */
+	int64_t start_ms;
+	enum connection_end end;
+};
+
+static void log_header_problem(const struct connection *conn,
+			       enum proxyhdr_error error, const uint8_t *bytes,
+			       size_t len)
+{
+	char lb[NETADDR_TEXT_SIZE], shown[80];
+
+	netaddr_format(&conn->lb_addr, lb, sizeof lb);
+	text_escape(shown, sizeof shown, bytes, len < 16 ? len : 16);
+	if (error == PROXYHDR_ENOT_PROXY)
+		log_error("lb=%s: no PROXY header: is send-proxy enabled on "
+			  "the load balancer? (first bytes \"%s\")",
+			  lb, shown);
+	else
+		log_error("lb=%s: invalid PROXY header: %s (first bytes \"%s\")",
+			  lb, proxyhdr_strerror(error), shown);
+}
+
+/*
+ * Wait for the header bytes to grow, up to the deadline. Returns 1 when
+ * there is something new to peek at, 0 on timeout, -1 on error; *peer_closed
+ * tells that no more bytes will come.
+ */
+static int wait_for_more_header(int fd, int64_t deadline_ms, bool *peer_closed)
+{
+	short revents = 0;
+	int ready = wait_for_fd(fd, POLLIN | POLLRDHUP, deadline_ms, &revents);
+
+	if (ready > 0)
+		*peer_closed = (revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+	return ready;
+}
+
+/* Take exactly the header's bytes out of the socket; what follows stays for the relay. */
+static int consume_header(int fd, uint8_t *buffer, size_t header_len)
+{
+	while (header_len > 0) {
+		ssize_t n = recv(fd, buffer, header_len, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		header_len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Where reading the header stands after one look at the socket. */
+enum header_step {
+	HEADER_DONE,   /* complete and consumed */
+	HEADER_FAILED, /* conn->end says why */
+	HEADER_WAIT,   /* a piece is missing: wait for more bytes */
+	HEADER_AGAIN,  /* look again at once (EINTR, a bigger buffer) */
+};
+
+struct header_reader {
+	uint8_t *buffer;
+	size_t capacity;
+	bool heap_buffer;
+	bool seen_bytes;   /* the load balancer sent something */
+	bool peer_closed;  /* and will send nothing more */
+	bool lowat_raised; /* SO_RCVLOWAT must go back to 1 */
+};
+
+/* Judge the len bytes peeked so far. */
+static enum header_step judge_header_bytes(struct connection *conn,
+					   struct header_reader *reader,
+					   size_t len, struct proxyhdr *header)
+{
+	enum proxyhdr_error error = PROXYHDR_OK;
+
+	switch (proxyhdr_parse(reader->buffer, len, header, &error)) {
+	case PROXYHDR_COMPLETE:
+		/* Until the relay says otherwise, a failure is ours. */
+		conn->end = END_ERROR;
+		return consume_header(conn->lb_fd, reader->buffer,
+				      header->header_len) == 0
+			       ? HEADER_DONE
+			       : HEADER_FAILED;
+	case PROXYHDR_INVALID:
+		log_header_problem(conn, error, reader->buffer, len);
+		conn->end = error == PROXYHDR_ENOT_PROXY ? END_NO_HEADER
+							 : END_BAD_HEADER;
+		return HEADER_FAILED;
+	case PROXYHDR_NEED_MORE:
+		break;
+	}
+	if (len == reader->capacity && !reader->heap_buffer) {
+		/*
+		 * Only a v2 header with large TLVs gets here. Look again with
+		 * room for any header before deciding anything, even when the
+		 * peer has closed: the rest may well be in the socket.
+		 */
+		reader->buffer = malloc(PROXYHDR_MAX_LEN);
+		if (reader->buffer == NULL) {
+			conn->end = END_ERROR;
+			return HEADER_FAILED;
+		}
+		reader->heap_buffer = true;
+		reader->capacity = PROXYHDR_MAX_LEN;
+		return HEADER_AGAIN;
+	}
+	if (reader->peer_closed) {
+		conn->end = END_HEADER_TRUNCATED;
+		return HEADER_FAILED;
+	}
+	if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
+			   (int)len + 1) != 0) {
+		conn->end = END_ERROR;
+		return HEADER_FAILED;
+	}
+	reader->lowat_raised = true;
+	return HEADER_WAIT;
+}
+
+/* Peek at what has arrived and judge it. */
+static enum header_step examine_header(struct connection *conn,
+				       struct header_reader *reader,
+				       struct proxyhdr *header)
+{
+	ssize_t n = recv(conn->lb_fd, reader->buffer, reader->capacity,
+			 MSG_PEEK);
+
+	if (n < 0 && errno == EINTR)
+		return HEADER_AGAIN;
+	if (n < 0 && errno == EAGAIN)
+		return HEADER_WAIT;
+	if (n == 0 || (n < 0 && errno == ECONNRESET && !reader->seen_bytes)) {
+		/* Connect and close, or reset, with nothing sent: a check. */
+		conn->end = END_HEALTH;
+		return HEADER_FAILED;
+	}
+	if (n < 0) {
+		conn->end = errno == ECONNRESET ? END_CLIENT_RESET : END_ERROR;
+		return HEADER_FAILED;
+	}
+	reader->seen_bytes = true;
+	return judge_header_bytes(conn, reader, (size_t)n, header);
+}
+
+static void log_header_wait_end(const struct connection *conn,
+				const struct options *opts)
+{
+	char lb[NETADDR_TEXT_SIZE];
+
+	/* Every connection passes here: format only for a line to log. */
+	if (conn->end == END_HEADER_TIMEOUT)
+		log_error("lb=%s: no complete PROXY header after %d s",
+			  netaddr_format(&conn->lb_addr, lb, sizeof lb),
+			  opts->header_timeout_ms / 1000);
+	else if (conn->end == END_HEADER_TRUNCATED)
+		log_error("lb=%s: closed in the middle of the PROXY header",
+			  netaddr_format(&conn->lb_addr, lb, sizeof lb));
+}
+
+/*
+ * Read the PROXY header, however it is split, within the header timeout.
+ * We peek, so nothing is taken from the socket until the parser has the
+ * whole header; then exactly the header is consumed. While a piece is
+ * missing, SO_RCVLOWAT is raised past what was peeked, so poll() sleeps
+ * until a new byte arrives instead of reporting the unread bytes again.
+ * Out of line: a phase of a connection (see stack_layout.h).
+ */
+CONNECTION_PHASE static int read_proxy_header(struct connection *conn,
+					      const struct options *opts,
+					      struct proxyhdr *header)
+{
+	/*
+	 * Room for any v1 header and for v2 with a few TLVs: a child's
+	 * memory is mostly the stack pages it touches, so bigger headers
+	 * get a heap buffer instead.
+	 */
+	uint8_t first_buffer[640];
+	struct header_reader reader = {.buffer = first_buffer,
+				       .capacity = sizeof first_buffer};
+	int64_t deadline_ms = conn->start_ms + opts->header_timeout_ms;
+	enum header_step step;
+
+	while ((step = examine_header(conn, &reader, header)) != HEADER_DONE &&
+	       step != HEADER_FAILED) {
+		if (step == HEADER_AGAIN)
+			continue;
+		int ready = wait_for_more_header(conn->lb_fd, deadline_ms,
+						 &reader.peer_closed);
+		if (ready <= 0) {
+			conn->end = ready == 0 ? END_HEADER_TIMEOUT : END_ERROR;
+			step = HEADER_FAILED;
+			break;
+		}
+	}
+	if (reader.lowat_raised &&
+	    set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT, 1) != 0)
+		step = HEADER_FAILED;
+	if (reader.heap_buffer)
+		free(reader.buffer);
+	log_header_wait_end(conn, opts);
+	return step == HEADER_DONE ? 0 : -1;
+}
+
+/*
+ * --tproxy: the kernel handed us the client's own connection, so the peer
+ * is the client and our end of it is the address the client meant to reach.
+ * Filled in before the allow check, so every log line can name both.
+ */
+static int identify_tproxy_ends(struct connection *conn)
+{
+	socklen_t len = sizeof conn->destination_addr;
+
+	conn->client_addr = conn->lb_addr;
+	netaddr_unmap(&conn->client_addr);
+	if (getsockname(conn->lb_fd, (struct sockaddr *)&conn->destination_addr,
+			&len) != 0)
+		return -1;
+	netaddr_unmap(&conn->destination_addr);
+	return 0;
+}
+
+/*
+ * The step that stands in for the header in --tproxy mode. A connection
+ * addressed to this host itself was not diverted (a client reached the
+ * listening port directly): its "original destination" is our own
+ * listener, and connecting there would start the same connection again,
+ * without end. So it is refused, with or without -4/-6: the listener is
+ * only for diverted traffic.
+ */
+static int take_tproxy_endpoints(struct connection *conn,
+				 const struct options *opts)
+{
+	char client[NETADDR_TEXT_SIZE], destination[NETADDR_TEXT_SIZE];
+	int local = is_local_address(&conn->destination_addr);
+
+	if (local < 0) {
+		int error = errno;
+		log_error("route lookup for %s: %s",
+			  netaddr_format(&conn->destination_addr, destination,
+					 sizeof destination),
+			  strerror(error));
+		conn->end = END_ERROR;
+		return -1;
+	}
+	if (local > 0) {
+		log_error("refused client=%s: destination %s is this host's "
+			  "own address, so the connection was not diverted "
+			  "by TPROXY",
+			  netaddr_format(&conn->client_addr, client,
+					 sizeof client),
+			  netaddr_format(&conn->destination_addr, destination,
+					 sizeof destination));
+		conn->end = END_NOT_DIVERTED;
+		return -1;
+	}
+	conn->spoofed = true;
+	conn->target_addr =
+		endpoint_tproxy_target(opts, &conn->destination_addr);
+	/* Until the relay says otherwise, a failure is ours. */
+	conn->end = END_ERROR;
+	return 0;
+}
+
+/*
+ * Fill in the client and the target: from the PROXY header, or, with
+ * --tproxy, from the connection itself.
+ */
+CONNECTION_PHASE static int take_endpoints(struct connection *conn,
+					   const struct options *opts)
+{
+	struct proxyhdr header;
+	struct endpoints chosen;
+
+	if (opts->tproxy)
+		return take_tproxy_endpoints(conn, opts);
+	if (read_proxy_header(conn, opts, &header) != 0)
+		return -1;
+	endpoint_choose(opts, &header, &conn->lb_addr, &chosen);
+	conn->client_addr = chosen.client;
+	conn->target_addr = chosen.target;
+	conn->spoofed = chosen.spoofed;
+	return 0;
+}
+
+/* The log line for a socket to the target that could not be opened. */
+static void log_connect_failure(const struct connection *conn,
+				const struct options *opts,
+				const struct spoof_failure *failure)
+{
+	/* Formatted only for a log line: snprintf costs time and stack. */
+	char target[NETADDR_TEXT_SIZE], client[NETADDR_TEXT_SIZE];
+	int error = failure->error;
+	int family = conn->target_addr.ss_family;
+
+	switch (failure->step) {
+	case SPOOF_FAMILY:
+		log_error("client %s and target %s differ in address family",
+			  netaddr_format(&conn->client_addr, client,
+					 sizeof client),
+			  netaddr_format(&conn->target_addr, target,
+					 sizeof target));
+		break;
+	case SPOOF_SOCKET:
+		log_error("socket: %s", strerror(error));
+		break;
+	case SPOOF_TRANSPARENT:
+		log_error("setsockopt %s: %s%s", transparent_option_name(family),
+			  strerror(error), spoof_capability_hint(error));
+		break;
+	case SPOOF_MARK:
+		log_error("setsockopt SO_MARK %u: %s%s", opts->mark,
+			  strerror(error), spoof_capability_hint(error));
+		break;
+	case SPOOF_BIND:
+		log_error("bind %s: %s%s",
+			  netaddr_format(&conn->client_addr, client,
+					 sizeof client),
+			  strerror(error), spoof_capability_hint(error));
+		break;
+	case SPOOF_CONNECT:
+		log_error("connect %s from %s: %s",
+			  netaddr_format(&conn->target_addr, target,
+					 sizeof target),
+			  conn->spoofed ? netaddr_format(&conn->client_addr,
+							 client, sizeof client)
+					: "mmproxy's own address",
+			  strerror(error));
+		break;
+	}
+}
+
+/* What a failed connect to the target means for the summary line. */
+static enum connection_end connect_failure_end(const struct spoof_failure *failure)
+{
+	switch (failure->step) {
+	case SPOOF_FAMILY:
+	case SPOOF_BIND:
+		return END_BIND_FAILED;
+	case SPOOF_CONNECT:
+		return failure->error == ETIMEDOUT ? END_CONNECT_TIMEOUT
+						   : END_BACKEND_REFUSED;
+	default:
+		/* A socket we cannot set up is not the client's doing:
+		 * end=error, exit 1, so it shows. */
+		return END_ERROR;
+	}
+}
+
+/* With --port-fallback, a client port that is taken here gives way (spoof.h). */
+CONNECTION_PHASE static int connect_backend(struct connection *conn,
+					    const struct options *opts)
+{
+	struct spoof_options spoof = {
+		.mark = opts->mark_given ? &opts->mark : NULL,
+		.port = opts->port_fallback ? SPOOF_PORT_FALLBACK
+					    : SPOOF_PORT_EXACT,
+		.connect_timeout_ms = opts->connect_timeout_ms,
+	};
+	struct spoof_failure failure;
+
+	conn->backend_fd =
+		spoof_open(SOCK_STREAM, conn->spoofed ? &conn->client_addr : NULL,
+			   &conn->target_addr, &spoof, &failure);
+	if (conn->backend_fd >= 0)
+		return 0;
+	log_connect_failure(conn, opts, &failure);
+	conn->end = connect_failure_end(&failure);
+	return -1;
+}
+
+/* The relay's result in the connection's terms: a is the load balancer. */
+static void take_relay_result(struct connection *conn,
+			      const struct relay_result *result)
+{
+	static const enum connection_end ends[] = {
+		[RELAY_DONE] = END_DONE,
+		[RELAY_B_CLOSED_FIRST] = END_BACKEND_CLOSED,
+		[RELAY_A_RESET] = END_CLIENT_RESET,
+		[RELAY_B_RESET] = END_BACKEND_RESET,
+		[RELAY_ERROR] = END_ERROR,
+	};
+
+	conn->end = ends[result->end];
+	conn->bytes_up = result->bytes_a_to_b;
+	conn->bytes_down = result->bytes_b_to_a;
+}
+
+/* ---- the life of one connection */
+
+static void log_connection_summary(const struct connection *conn)
+{
+	char client[NETADDR_TEXT_SIZE], lb[NETADDR_TEXT_SIZE],
+		target[NETADDR_TEXT_SIZE];
+	/* --tproxy has no load balancer: lb= shows where the client was going. */
+	const struct sockaddr_storage *lb_shown =
+		conn->tproxy ? &conn->destination_addr : &conn->lb_addr;
+
+	if (!log_wants(LOG_LEVEL_CONNECTIONS))
+		return;
+	log_msg(LOG_INFO,
+		"conn client=%s lb=%s target=%s up=%llu down=%llu ms=%lld "
+		"end=%s",
+		conn->client_addr.ss_family ? netaddr_format(&conn->client_addr,
+							     client,
+							     sizeof client)
+					    : "-",
+		netaddr_format(lb_shown, lb, sizeof lb),
+		conn->target_addr.ss_family ? netaddr_format(&conn->target_addr,
+							     target,
+							     sizeof target)
+					    : "-",
+		(unsigned long long)conn->bytes_up,
+		(unsigned long long)conn->bytes_down,
+		(long long)(monotonic_ms() - conn->start_ms),
+		end_names[conn->end]);
+}
+
+static bool is_normal_end(enum connection_end end)
+{
+	return end == END_DONE || end == END_BACKEND_CLOSED ||
+	       end == END_HEALTH;
+}
+
+/* Ends the connection the way its end calls for: a RST where something failed. */
+static void close_connection(struct connection *conn)
+{
+	bool abort = !is_normal_end(conn->end) &&
+		     conn->end != END_NOT_ALLOWED &&
+		     conn->end != END_NOT_DIVERTED;
+
+	if (conn->backend_fd >= 0) {
+		if (abort)
+			close_with_reset(conn->backend_fd);
+		else
+			close(conn->backend_fd);
+	}
+	if (abort)
+		close_with_reset(conn->lb_fd);
+	else
+		close(conn->lb_fd);
+}
+
+/*
+ * Who is the load balancer? Our accept loop already knows, and made the
+ * socket non-blocking; with a socket from inetd or systemd, ask. Returns 0,
+ * 1 when the peer is already gone (a check that connected and reset at
+ * once, as haproxy's do), or -1 on a system error.
+ */
+static int identify_load_balancer(struct connection *conn,
+				  const struct sockaddr_storage *accepted_peer)
+{
+	socklen_t len = sizeof conn->lb_addr;
+
+	if (accepted_peer != NULL) {
+		conn->lb_addr = *accepted_peer;
+		return 0;
+	}
+	if (getpeername(conn->lb_fd, (struct sockaddr *)&conn->lb_addr, &len) !=
+	    0)
+		return errno == ENOTCONN ? 1 : -1;
+	if (set_nonblocking(conn->lb_fd) != 0 ||
+	    set_int_option(conn->lb_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
+		return errno == ECONNRESET ? 1 : -1;
+	return 0;
+}
+
+/* A check without a client that carried nothing, whoever closed it and how. */
+static bool is_health_check(const struct connection *conn)
+{
+	return (is_normal_end(conn->end) || conn->end == END_CLIENT_RESET) &&
+	       !conn->spoofed && conn->bytes_up == 0 && conn->bytes_down == 0;
+}
+
+/* With --tproxy the peer is the client itself, and the check applies to it. */
+static bool is_allowed_peer(const struct connection *conn,
+			    const struct subnets *allowed)
+{
+	char peer[NETADDR_TEXT_SIZE];
+
+	if (allowed == NULL ||
+	    subnets_contains(allowed, (const struct sockaddr *)&conn->lb_addr))
+		return true;
+	log_error("refused %s=%s: not in allowed subnets",
+		  conn->tproxy ? "client" : "lb",
+		  netaddr_format(&conn->lb_addr, peer, sizeof peer));
+	return false;
+}
+
+/*
+ * Handle one connection from a load balancer (with --tproxy, from a client),
+ * from the allow check to the end of the relay. Returns the process exit
+ * status: 0 when the job was done (a refusal is a job done), 1 on a system
+ * error.
+ */
+int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
+		   const struct options *opts, const struct subnets *allowed)
+{
+	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
+				  .tproxy = opts->tproxy, .end = END_ERROR};
+
+	conn.start_ms = monotonic_ms();
+	int identified = identify_load_balancer(&conn, accepted_peer);
+	if (identified == 0 && conn.tproxy)
+		identified = identify_tproxy_ends(&conn);
+	if (identified < 0) {
+		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
+		close(lb_fd);
+		return EXIT_SYSTEM;
+	}
+	if (identified > 0) {
+		conn.end = END_HEALTH;
+	} else if (!is_allowed_peer(&conn, allowed)) {
+		conn.end = END_NOT_ALLOWED;
+	} else if (take_endpoints(&conn, opts) == 0 &&
+		   connect_backend(&conn, opts) == 0) {
+		struct relay_result result;
+		relay_run(conn.lb_fd, conn.backend_fd, &result);
+		take_relay_result(&conn, &result);
+		if (is_health_check(&conn))
+			conn.end = END_HEALTH;
+	}
+	log_connection_summary(&conn);
+	close_connection(&conn);
+	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
+}
+

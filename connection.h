@@ -1,0 +1,28 @@
+/*
+ * connection: the life of one TCP connection from a load balancer (with
+ * --tproxy, from a client): allow, read the PROXY header within its
+ * deadline, choose the endpoints, connect from the client's address, relay,
+ * log one summary line, close.
+ *
+ * Holds no accept loop and no process handling (listener.h), no relay loop
+ * (relay.h), no socket opening rules (spoof.h).
+ */
+#ifndef CONNECTION_H
+#define CONNECTION_H
+
+#include <sys/socket.h>
+
+#include "options.h"
+#include "subnets.h"
+
+/*
+ * Handle the connection on lb_fd to its end, and close it. accepted_peer is
+ * the peer our accept loop saw, with lb_fd already non-blocking; NULL for a
+ * socket from inetd or systemd. allowed NULL allows every peer. Returns the
+ * process exit status: 0 when the job was done (a refusal is a job done),
+ * 1 on a system error.
+ */
+int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
+		   const struct options *opts, const struct subnets *allowed);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * relay: move bytes both ways between two connected stream sockets until
+ * both directions are done, and say how it ended.
+ *
+ * Each side's EOF becomes a shutdown(SHUT_WR) of the other (half-close is
+ * passed on); a reset or error on either side ends both. Holds no logging,
+ * no closing of the sockets and no knowledge of PROXY headers: the caller
+ * owns the fds and tells the story.
+ */
+#ifndef RELAY_H
+#define RELAY_H
+
+#include <stdint.h>
+
+enum relay_end {
+	RELAY_DONE,	     /* both sides closed, a first (or together) */
+	RELAY_B_CLOSED_FIRST, /* both sides closed, b first */
+	RELAY_A_RESET,	     /* a's side reset or failed: reset both */
+	RELAY_B_RESET,	     /* b's side reset or failed: reset both */
+	RELAY_ERROR,	     /* a system call of our own failed */
+};
+
+struct relay_result {
+	enum relay_end end;
+	uint64_t bytes_a_to_b;
+	uint64_t bytes_b_to_a;
+};
+
+/*
+ * Relay between a and b, both non-blocking, until both directions are
+ * shut or one side fails. Without a pipe for splice() (EMFILE...), the
+ * small buffer still does the job.
+ */
+void relay_run(int a_fd, int b_fd, struct relay_result *result);
+
+#endif

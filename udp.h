@@ -1,0 +1,22 @@
+/*
+ * udp: the long-lived datagram mode.
+ *
+ * Each datagram from a load balancer starts with a PROXY v2 header; a flow
+ * per (load balancer, client) pair has its own socket from the client's
+ * address to the target, and carries the replies back. Holds the flows,
+ * their expiry, batching and the event loop. Holds nothing of TCP.
+ */
+#ifndef UDP_H
+#define UDP_H
+
+#include "options.h"
+#include "subnets.h"
+
+/*
+ * Serve datagrams on listen_fd (a bound datagram socket) until SIGTERM or
+ * SIGINT. Returns the exit status; set-up failures exit.
+ */
+int udp_run(int listen_fd, const struct options *opts,
+	    const struct subnets *allowed);
+
+#endif
