@@ -81,7 +81,7 @@ tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
 tests/unit/subnets_test: tests/unit/subnets_test.c subnets.c subnets.h text.c text.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< subnets.c text.c $(CFLAGS) $(LDFLAGS)
 
-METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c text.c
+METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c text.c log.c
 tests/unit/metrics_test: tests/unit/metrics_test.c $(METRICS_SOURCES) metrics.h metrics_http.h reload.h subnets.h proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
 

@@ -26,6 +26,8 @@
 
 #include "connection.h"
 #include "log.h"
+#include "metrics.h"
+#include "reload.h"
 #include "signals.h"
 #include "sockets.h"
 #include "stack_layout.h"
@@ -33,6 +35,9 @@
 struct listener {
 	int listen_fd;
 	int signal_fd;
+	struct metrics *metrics;
+	pid_t metrics_pid; /* the --metrics endpoint's process, or 0 */
+	bool is_sibling;   /* started by the first accept process (--listeners) */
 	unsigned live_children;
 	unsigned max_children; /* 0: no cap */
 	int64_t paused_until_ms;
@@ -52,6 +57,11 @@ static void reap_children(struct listener *l)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		bool was_sibling = false;
+		if (pid == l->metrics_pid) {
+			log_msg(LOG_ERR, "metrics process %ld exited", (long)pid);
+			l->metrics_pid = 0;
+			continue;
+		}
 		for (unsigned i = 0; i < l->sibling_count; i++) {
 			if (l->sibling_pids[i] == pid) {
 				l->sibling_pids[i] = 0;
@@ -65,15 +75,34 @@ static void reap_children(struct listener *l)
 	}
 }
 
-/* Returns true when the listener must stop. */
-static bool handle_signals(struct listener *l)
+/*
+ * SIGHUP: processes forked from now on start with the new set; those
+ * already running keep theirs. The first accept process passes the signal
+ * on to the others (--listeners), and it alone counts the reload.
+ */
+static void reload_allowed(struct listener *l, const struct options *opts,
+			   struct subnets *allowed)
 {
-	bool child_exited = false;
-	bool stop = signals_read(l->signal_fd, &child_exited);
+	for (unsigned i = 0; i < l->sibling_count; i++)
+		if (l->sibling_pids[i] > 0)
+			kill(l->sibling_pids[i], SIGHUP);
+	reload_and_log(opts->subnets_path, allowed,
+		       l->is_sibling ? NULL : l->metrics);
+}
 
-	if (child_exited)
+/* Returns true when the listener must stop. */
+static bool handle_signals(struct listener *l, const struct options *opts,
+			   struct subnets *allowed)
+{
+	struct signals_seen seen = signals_read(l->signal_fd);
+
+	if (seen.child_exited)
 		reap_children(l);
-	return stop;
+	if (seen.reload && !seen.stop)
+		reload_allowed(l, opts, allowed);
+	if (seen.report)
+		metrics_log(l->metrics, METRICS_SHOW_TCP);
+	return seen.stop;
 }
 
 static void stop_siblings(const struct listener *l)
@@ -113,7 +142,7 @@ run_connection_child(struct listener *l, int client_fd,
 	sigaddset(&only_interrupt, SIGINT);
 	if (sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
-	_exit(connection_run(client_fd, peer, opts, allowed));
+	_exit(connection_run(client_fd, peer, opts, allowed, l->metrics));
 }
 
 static bool is_at_limit(const struct listener *l)
@@ -180,7 +209,7 @@ accept_connections(struct listener *l, const struct options *opts,
  */
 __attribute__((noinline)) static int
 accept_loop(const struct listener *set_up, const struct options *opts,
-	    const struct subnets *allowed)
+	    struct subnets *allowed)
 {
 	struct listener copy = *set_up;
 	struct listener *l = &copy;
@@ -199,7 +228,8 @@ accept_loop(const struct listener *set_up, const struct options *opts,
 				continue;
 			die(EXIT_SYSTEM, "poll: %s", strerror(errno));
 		}
-		if ((fds[0].revents & POLLIN) && handle_signals(l)) {
+		if ((fds[0].revents & POLLIN) &&
+		    handle_signals(l, opts, allowed)) {
 			stop_siblings(l);
 			return 0;
 		}
@@ -213,7 +243,7 @@ accept_loop(const struct listener *set_up, const struct options *opts,
  * page: the second trick of stack_layout.h.
  */
 static int run_listener(struct listener *l, const struct options *opts,
-			const struct subnets *allowed)
+			struct subnets *allowed)
 {
 	STACK_ALIGN_FOR_ACCEPT_LOOP();
 	l->signal_fd = signals_open_fd();
@@ -230,7 +260,8 @@ static int run_listener(struct listener *l, const struct options *opts,
  * any process starts, so a bad address stops everything at once.
  */
 static int run_own_listeners(const struct options *opts,
-			     const struct subnets *allowed)
+			     struct subnets *allowed, struct metrics *metrics,
+			     pid_t metrics_pid)
 {
 	unsigned count = opts->listeners;
 	unsigned per_listener_cap =
@@ -265,6 +296,8 @@ static int run_own_listeners(const struct options *opts,
 				if (j != i)
 					close(fds[j]);
 			struct listener sibling = {.listen_fd = fds[i],
+						   .metrics = metrics,
+						   .is_sibling = true,
 						   .max_children =
 							   per_listener_cap};
 			status = run_listener(&sibling, opts, allowed);
@@ -276,6 +309,8 @@ static int run_own_listeners(const struct options *opts,
 	for (unsigned i = 1; i < count; i++)
 		close(fds[i]);
 	struct listener first = {.listen_fd = fds[0],
+				 .metrics = metrics,
+				 .metrics_pid = metrics_pid,
 				 .max_children = per_listener_cap,
 				 .sibling_pids = pids,
 				 .sibling_count = count - 1};
@@ -307,13 +342,16 @@ static void make_transparent(int listen_fd)
 }
 
 int listener_run(int activated_fd, const struct options *opts,
-		 const struct subnets *allowed)
+		 struct subnets *allowed, struct metrics *metrics,
+		 pid_t metrics_pid)
 {
 	if (activated_fd < 0)
-		return run_own_listeners(opts, allowed);
+		return run_own_listeners(opts, allowed, metrics, metrics_pid);
 	if (opts->tproxy)
 		make_transparent(activated_fd);
 	struct listener l = {.listen_fd = activated_fd,
+			     .metrics = metrics,
+			     .metrics_pid = metrics_pid,
 			     .max_children = opts->max_connections};
 	return run_listener(&l, opts, allowed);
 }

@@ -10,6 +10,7 @@
  * a gauge counting it. Refusals are the ends that are refusals, by the same
  * counters, so the two families can never disagree.
  *
+ * metrics_log() is the one function here that does I/O: SIGUSR1's line.
  * Not here: the endpoint that serves the text (metrics_http.c).
  */
 #define _GNU_SOURCE
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include "log.h"
 
 struct metrics {
 	struct metrics_counters counters;
@@ -514,4 +517,16 @@ size_t metrics_render_log_line(const struct metrics_counters *c, unsigned show,
 	       (unsigned long long)c->subnet_entries,
 	       (unsigned long long)c->last_load_time_s);
 	return finish(&t);
+}
+
+void metrics_log(const struct metrics *m, unsigned show)
+{
+	struct metrics_counters counters;
+	char line[1024];
+
+	if (m == NULL)
+		return;
+	metrics_snapshot(m, &counters);
+	metrics_render_log_line(&counters, show, line, sizeof line);
+	log_msg(LOG_INFO, "%s", line);
 }

@@ -162,6 +162,9 @@ size_t metrics_render_prometheus(const struct metrics_counters *c,
 size_t metrics_render_log_line(const struct metrics_counters *c, unsigned show,
 			       char *out, size_t size);
 
+/* SIGUSR1: the log line above, logged whatever the verbosity; NULL m: none. */
+void metrics_log(const struct metrics *m, unsigned show);
+
 /* Pure: the class of a failed bind() or connect()'s errno. */
 enum metrics_connect_class metrics_connect_class_of(int error);
 

@@ -22,10 +22,10 @@ static const char help_text[] =
 	"               [--allowed-subnets FILE] [--mark N] [-v 0|1|2] [-q]\n"
 	"               [-p tcp|udp] [--listeners N] [--max-connections N]\n"
 	"               [--header-timeout S] [--connect-timeout S]\n"
-	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
-	"               [--dynamic-destination] [--listen-transparent]\n"
-	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
-	"               [-t N] [-h] [--version]\n"
+	"               [--close-after S] [--max-flows N] [--metrics ADDR:PORT]\n"
+	"               [--port-fallback] [--dynamic-destination]\n"
+	"               [--listen-transparent] [--inetd] [--tproxy] [--check]\n"
+	"               [--check-from ADDR] [-t N] [-h] [--version]\n"
 	"\n"
 	"Unwraps the PROXY protocol (v1 and v2) and connects to the local\n"
 	"application from the real client's address and port.\n"
@@ -50,6 +50,8 @@ static const char help_text[] =
 	"  --connect-timeout S      wait this long for the target (default 5)\n"
 	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
 	"  --max-flows N            UDP: live flows at most (default 65536)\n"
+	"  --metrics ADDR:PORT      serve GET /metrics (Prometheus text) here\n"
+	"                           (default: no endpoint)\n"
 	"  --port-fallback          when the client's port is taken locally, keep its\n"
 	"                           address with an ephemeral port\n"
 	"  --dynamic-destination    connect to the destination named in the header\n"
@@ -74,7 +76,7 @@ static const char help_text[] =
 	"with a connection handed over (--inetd, systemd Accept=yes), -l,\n"
 	"--listeners, --max-connections and --listen-transparent; with a\n"
 	"listening socket from systemd, -l, --inetd, --listeners and\n"
-	"--listen-transparent.\n"
+	"--listen-transparent. --metrics needs a long-lived mode.\n"
 	"\n"
 	"Also accepted, for command lines written for cloudflare mmproxy or\n"
 	"go-mmproxy: one or two dashes on every long option; -a and\n"
@@ -106,6 +108,7 @@ enum option_id {
 	OPT_CONNECT_TIMEOUT,
 	OPT_CLOSE_AFTER,
 	OPT_MAX_FLOWS,
+	OPT_METRICS,
 	OPT_PORT_FALLBACK,
 	OPT_DYNAMIC_DESTINATION,
 	OPT_LISTEN_TRANSPARENT,
@@ -151,6 +154,7 @@ static const struct option_name option_names[] = {
 	{"connect-timeout", OPT_CONNECT_TIMEOUT, true},
 	{"close-after", OPT_CLOSE_AFTER, true},
 	{"max-flows", OPT_MAX_FLOWS, true},
+	{"metrics", OPT_METRICS, true},
 	{"port-fallback", OPT_PORT_FALLBACK, false},
 	{"dynamic-destination", OPT_DYNAMIC_DESTINATION, false},
 	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
@@ -283,6 +287,10 @@ static int apply_address(const struct option_name *opt, struct options *opts,
 				    shown, value);
 		opts->target6_given = true;
 		return 0;
+	case OPT_METRICS:
+		opts->metrics_given = true;
+		return parse_address_option(shown, value, &opts->metrics_addr,
+					    error);
 	default:
 		return parse_check_from(opts, shown, value, error);
 	}
@@ -357,6 +365,7 @@ static int apply_option(struct options *opts, const struct option_name *opt,
 	case OPT_TARGET4:
 	case OPT_TARGET6:
 	case OPT_CHECK_FROM:
+	case OPT_METRICS:
 		return apply_address(opt, opts, shown, value, error);
 	case OPT_VERBOSE:
 		if (value == NULL) {
@@ -526,6 +535,9 @@ static const char *meaningless_reason(enum option_id id, enum launch_mode mode)
 			       "or the socket unit sets the limit)";
 		case OPT_MAX_FLOWS:
 			return "flows are UDP's";
+		case OPT_METRICS:
+			return "a process of one connection serves no "
+			       "endpoint (run a listener for the counters)";
 		default:
 			return NULL;
 		}

@@ -45,6 +45,8 @@ struct options {
 	uint32_t table;			     /* the routing table --check suggests */
 	struct sockaddr_storage check_from4; /* spoofed source of --check's probe */
 	struct sockaddr_storage check_from6;
+	bool metrics_given;
+	struct sockaddr_storage metrics_addr; /* --metrics: the endpoint */
 	uint64_t given; /* which options the command line named: for the mode's checks */
 };
 

@@ -3,14 +3,17 @@
  *
  * The new file is parsed into a table of its own, so a file that cannot be
  * read, or fails on its last line, leaves the set in force exactly as it
- * was: a broken edit never opens or closes the door to anyone. The caller
- * logs the message; this file does no I/O but the read of the file.
+ * was: a broken edit never opens or closes the door to anyone.
+ * reload_allowed_subnets() only reads the file and says what happened;
+ * reload_and_log() is the thin layer that logs it.
  */
 #include "reload.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "log.h"
 
 int reload_allowed_subnets(const char *path, struct subnets *in_force,
 			   struct metrics *metrics, subnets_warn_fn *warn,
@@ -42,4 +45,26 @@ int reload_allowed_subnets(const char *path, struct subnets *in_force,
 	snprintf(message, size, "reload: %s: %zu entries in force", path,
 		 in_force->count);
 	return 0;
+}
+
+static void warn_masked_entry(void *context, size_t line, const char *text,
+			      const char *reason)
+{
+	log_msg(LOG_WARNING, "reload: %s:%zu: \"%s\": %s",
+		(const char *)context, line, text, reason);
+}
+
+void reload_and_log(const char *path, struct subnets *allowed,
+		    struct metrics *metrics)
+{
+	char message[512];
+
+	if (path == NULL || allowed == NULL) {
+		log_msg(LOG_WARNING, "reload: no --allowed-subnets file to read");
+		return;
+	}
+	int result = reload_allowed_subnets(path, allowed, metrics,
+					    warn_masked_entry, (void *)path,
+					    message, sizeof message);
+	log_msg(result == 0 ? LOG_NOTICE : LOG_ERR, "%s", message);
 }

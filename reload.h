@@ -4,8 +4,8 @@
  * put it in force only if all of it is good.
  *
  * Not here: catching the signal (the modes' loops read it from their
- * signalfd), and how a mode hands the new set to connections accepted
- * later (processes forked after the reload inherit it).
+ * signalfd, signals.h), and how a mode hands the new set to connections
+ * accepted later (processes forked after the reload inherit it).
  */
 #ifndef RELOAD_H
 #define RELOAD_H
@@ -27,5 +27,14 @@
 int reload_allowed_subnets(const char *path, struct subnets *in_force,
 			   struct metrics *metrics, subnets_warn_fn *warn,
 			   void *warn_context, char *message, size_t size);
+
+/*
+ * SIGHUP's whole work for a long-lived mode: the reload above with its
+ * line logged (a failure as an error), and masked entries warned about.
+ * path NULL (no --allowed-subnets, allowed then NULL) logs that there is
+ * nothing to read and changes nothing.
+ */
+void reload_and_log(const char *path, struct subnets *allowed,
+		    struct metrics *metrics);
 
 #endif

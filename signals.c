@@ -1,6 +1,8 @@
 /*
  * signals: the long-lived modes' signals through a signalfd (see
- * signals.h). SIGPIPE and SIGHUP are ignored by main(), not here.
+ * signals.h). main() sets SIGPIPE, SIGHUP and SIGUSR1 to be ignored, so a
+ * process that does not block them (a connection's) is never ended by one;
+ * a blocked signal is still queued for the signalfd, even when ignored.
  */
 #include "signals.h"
 
@@ -14,6 +16,8 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGCHLD);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
 }
 
 int signals_block(void)
@@ -32,16 +36,20 @@ int signals_open_fd(void)
 	return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-bool signals_read(int fd, bool *child_exited)
+struct signals_seen signals_read(int fd)
 {
 	struct signalfd_siginfo info;
-	bool stop = false;
+	struct signals_seen seen = {false, false, false, false};
 
 	while (read(fd, &info, sizeof info) == sizeof info) {
 		if (info.ssi_signo == SIGCHLD)
-			*child_exited = true;
+			seen.child_exited = true;
+		else if (info.ssi_signo == SIGHUP)
+			seen.reload = true;
+		else if (info.ssi_signo == SIGUSR1)
+			seen.report = true;
 		else
-			stop = true;
+			seen.stop = true;
 	}
-	return stop;
+	return seen;
 }

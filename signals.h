@@ -1,6 +1,7 @@
 /*
- * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT),
- * blocked and read through a signalfd, never handled asynchronously.
+ * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT,
+ * SIGHUP, SIGUSR1), blocked and read through a signalfd, never handled
+ * asynchronously.
  *
  * Holds the set, blocking it, the signalfd and reading it. Holds nothing of
  * what a mode does on a signal.
@@ -16,10 +17,15 @@ int signals_block(void);
 /* A non-blocking, close-on-exec signalfd for the set; -1 with errno on error. */
 int signals_open_fd(void);
 
-/*
- * Read every pending signal from fd. Returns true when one of them asks us
- * to stop (SIGTERM, SIGINT); *child_exited is set on SIGCHLD.
- */
-bool signals_read(int fd, bool *child_exited);
+/* What the signals pending on a signalfd ask for. */
+struct signals_seen {
+	bool stop;         /* SIGTERM, SIGINT */
+	bool child_exited; /* SIGCHLD */
+	bool reload;       /* SIGHUP: read the allowed subnets file again */
+	bool report;       /* SIGUSR1: log the counters */
+};
+
+/* Read every pending signal from fd. */
+struct signals_seen signals_read(int fd);
 
 #endif

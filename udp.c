@@ -18,12 +18,15 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "endpoint.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "proxyhdr.h"
+#include "reload.h"
 #include "signals.h"
 #include "sockets.h"
 #include "spoof.h"
@@ -89,7 +92,8 @@ static const char *const udp_drop_reasons[] = {
 
 struct udp_proxy {
 	const struct options *opts;
-	const struct subnets *allowed;
+	struct subnets *allowed; /* replaced in place by a reload */
+	struct metrics *metrics;
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
@@ -251,9 +255,20 @@ static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 {
 	while (proxy->idle_head &&
-	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms)
+	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms) {
 		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
+		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EXPIRED);
+	}
 }
+
+/* The shared counters' name for each drop reason. */
+static const enum metrics_udp_drop metrics_drop_of[] = {
+	[UDP_DROP_NOT_ALLOWED] = METRICS_UDP_DROP_NOT_ALLOWED,
+	[UDP_DROP_BAD_HEADER] = METRICS_UDP_DROP_BAD_HEADER,
+	[UDP_DROP_NOT_DGRAM] = METRICS_UDP_DROP_NOT_DGRAM,
+	[UDP_DROP_FLOW_LIMIT] = METRICS_UDP_DROP_FLOW_LIMIT,
+	[UDP_DROP_FLOW_FAILED] = METRICS_UDP_DROP_FLOW_FAILED,
+};
 
 /* error: an errno value that says more, or 0. */
 static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
@@ -262,6 +277,7 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 	char lb_text[NETADDR_TEXT_SIZE];
 
 	proxy->drops[reason]++;
+	metrics_count_udp_drop(proxy->metrics, metrics_drop_of[reason]);
 	if (log_wants(LOG_LEVEL_ERRORS) &&
 	    rate_limit_allows(&proxy->drop_log, LOG_INTERVAL_S))
 		log_msg(LOG_WARNING,
@@ -344,6 +360,7 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 	flow->last_active_ms = now_ms;
 	idle_list_append(proxy, flow);
 	proxy->live_flows++;
+	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_OPENED);
 	udp_log_flow("open", proxy, flow);
 	return flow;
 }
@@ -359,15 +376,28 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 				     int64_t now_ms, size_t *header_len)
 {
 	struct proxyhdr header;
+	/*
+	 * The allowed subnets decide who may open a flow. A flow opened
+	 * before a reload that removed its load balancer lives on until it
+	 * goes idle, as a TCP connection does; so a peer outside the set is
+	 * refused at once only while no flow exists, and otherwise once it
+	 * is known to have none. Anything wrong from such a peer counts as
+	 * "not allowed".
+	 */
+	bool admitted = proxy->allowed == NULL ||
+			subnets_contains(proxy->allowed,
+					 (const struct sockaddr *)lb);
 
-	if (proxy->allowed &&
-	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
+	if (!admitted && proxy->live_flows == 0) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
-		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb, 0);
+		udp_count_drop(proxy,
+			       admitted ? UDP_DROP_BAD_HEADER
+					: UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
@@ -375,12 +405,19 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
-		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
+		udp_count_drop(proxy,
+			       admitted ? UDP_DROP_NOT_DGRAM
+					: UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	struct sockaddr_storage client;
 	endpoint_header_client(&header, &client);
 	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
+	if (flow == NULL && !admitted) {
+		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
+		return NULL;
+	}
 	if (flow == NULL)
 		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
@@ -418,9 +455,13 @@ static void udp_send_payloads(struct udp_proxy *proxy, struct udp_flow *flow,
 				udp_log_send_error(proxy, "send to the target",
 						   errno);
 			/* This datagram is lost, as UDP allows; not the rest. */
+			metrics_count_udp_drop(proxy->metrics,
+					       METRICS_UDP_DROP_SEND_FAILED);
 			sent++;
 			continue;
 		}
+		metrics_count_udp_datagrams(proxy->metrics,
+					    METRICS_UDP_TO_BACKEND, (uint64_t)n);
 		sent += (unsigned)n;
 	}
 }
@@ -542,6 +583,8 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 				log_error("udp recvmmsg: %s", strerror(errno));
 			return;
 		}
+		metrics_count_udp_datagrams(proxy->metrics, METRICS_UDP_FROM_LB,
+					    (uint64_t)count);
 		udp_forward_batch(proxy, (unsigned)count);
 		if (count < UDP_BATCH)
 			return;
@@ -571,12 +614,20 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 				msg->msg_controllen = flow->reply_control_len;
 			}
 		}
-		if (count > 0 &&
-		    sendmmsg(proxy->listen_fd, proxy->messages,
-			     (unsigned)count, 0) < 0 &&
-		    errno != EAGAIN)
+		metrics_count_udp_datagrams(proxy->metrics,
+					    METRICS_UDP_FROM_BACKEND,
+					    (uint64_t)count);
+		int sent = count > 0 ? sendmmsg(proxy->listen_fd,
+						proxy->messages,
+						(unsigned)count, 0)
+				     : 0;
+		if (sent < 0 && errno != EAGAIN)
 			udp_log_send_error(proxy, "reply to the load balancer",
 					   errno);
+		if (sent > 0)
+			metrics_count_udp_datagrams(proxy->metrics,
+						    METRICS_UDP_TO_LB,
+						    (uint64_t)sent);
 		udp_touch_flow(proxy, flow, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;
@@ -584,13 +635,15 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 }
 
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
-		     const struct options *opts, const struct subnets *allowed)
+		     const struct options *opts, struct subnets *allowed,
+		     struct metrics *metrics)
 {
 	size_t buckets = 1;
 
 	memset(proxy, 0, sizeof *proxy);
 	proxy->opts = opts;
 	proxy->allowed = allowed;
+	proxy->metrics = metrics;
 	proxy->listen_fd = listen_fd;
 	proxy->idle_limit_ms = (int64_t)opts->close_after_s * 1000;
 	while (buckets < opts->max_flows)
@@ -647,8 +700,10 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 
 static void udp_teardown(struct udp_proxy *proxy)
 {
-	while (proxy->idle_head)
+	while (proxy->idle_head) {
 		udp_close_flow(proxy, proxy->idle_head, "closed (exit)");
+		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_CLOSED);
+	}
 	close(proxy->epoll_fd);
 	close(proxy->signal_fd);
 	free(proxy->flow_pool);
@@ -666,13 +721,37 @@ static int udp_wait_ms(const struct udp_proxy *proxy, int64_t now_ms)
 	return due <= 0 ? 0 : due > 1000 ? 1000 : (int)due;
 }
 
+/*
+ * The loop's signals. SIGHUP: every new flow from now on is checked
+ * against the new set; flows already open stay. The metrics endpoint is
+ * the only child, reaped when it ends. Returns true to stop.
+ */
+static bool udp_handle_signals(struct udp_proxy *proxy, pid_t *metrics_pid)
+{
+	struct signals_seen seen = signals_read(proxy->signal_fd);
+
+	if (seen.child_exited && *metrics_pid > 0 &&
+	    waitpid(*metrics_pid, NULL, WNOHANG) == *metrics_pid) {
+		log_msg(LOG_ERR, "metrics process %ld exited",
+			(long)*metrics_pid);
+		*metrics_pid = 0;
+	}
+	if (seen.reload && !seen.stop)
+		reload_and_log(proxy->opts->subnets_path, proxy->allowed,
+			       proxy->metrics);
+	if (seen.report)
+		metrics_log(proxy->metrics, METRICS_SHOW_UDP);
+	return seen.stop;
+}
+
 int udp_run(int listen_fd, const struct options *opts,
-	    const struct subnets *allowed)
+	    struct subnets *allowed, struct metrics *metrics,
+	    pid_t metrics_pid)
 {
 	struct udp_proxy proxy;
 	struct epoll_event events[64];
 
-	if (udp_setup(&proxy, listen_fd, opts, allowed) != 0)
+	if (udp_setup(&proxy, listen_fd, opts, allowed, metrics) != 0)
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
 	for (;;) {
 		int count = epoll_wait(proxy.epoll_fd, events, 64,
@@ -684,9 +763,7 @@ int udp_run(int listen_fd, const struct options *opts,
 			if (source == NULL) {
 				udp_receive_from_load_balancers(&proxy);
 			} else if (source == &proxy) {
-				bool child_exited = false;
-				if (signals_read(proxy.signal_fd,
-						 &child_exited)) {
+				if (udp_handle_signals(&proxy, &metrics_pid)) {
 					udp_teardown(&proxy);
 					return 0;
 				}

@@ -194,7 +194,7 @@ client-reset backend-reset error"
 	run netns_exec "$MMPROXY" --inetd --metrics 127.0.0.1:9 -4 127.0.0.1:9
 	echo "$output"
 	[ "$status" -eq 2 ]
-	[[ $output == *"--metrics: only in a long-lived mode"* ]]
+	[[ $output == *"--metrics with --inetd: a process of one connection serves no endpoint"* ]]
 }
 
 @test "--metrics on an address in use stops start-up with the address and the reason" {
