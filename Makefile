@@ -9,7 +9,13 @@
 # since xinetd reads /etc/xinetd.d only. The units and the xinetd entry name
 # the installed binary and SYSCONFDIR/mmproxy/allowed-subnets.txt. Nothing is
 # enabled or started: the xinetd entry is installed with `disable = yes`.
-# `make uninstall` removes those files and nothing else.
+# The units' settings (SYSCONFDIR/default/mmproxy) and a commented allowed
+# subnets file that allows no one are installed only where none exists yet.
+# `make uninstall` removes those files and nothing else, the two settings
+# files only while they are as installed.
+#
+# `make deb` builds ../mmproxy_VERSION_ARCH.deb (see debian/rules), after
+# installing with apt-get the build dependencies debian/control names.
 
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
@@ -42,7 +48,7 @@ HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test tests/unit/metrics_test
 BENCH = tests/bench/loadgen tests/bench/echo
 
-.PHONY: all test test-programs asan fuzz bench demo install uninstall clean format
+.PHONY: all test test-programs asan fuzz bench demo install uninstall deb clean format
 
 all: mmproxy
 
@@ -146,7 +152,12 @@ UNITS = systemd/mmproxy-routing.service systemd/mmproxy.service \
 	systemd/mmproxy.socket systemd/mmproxy@.service
 INSTALL_PATHS = -e 's|/usr/local/sbin/mmproxy|$(SBINDIR)/mmproxy|g' \
 	-e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' \
-	-e 's|/etc/mmproxy/|$(SYSCONFDIR)/mmproxy/|g'
+	-e 's|/etc/mmproxy/|$(SYSCONFDIR)/mmproxy/|g' \
+	-e 's|/etc/default/mmproxy|$(SYSCONFDIR)/default/mmproxy|g'
+# The operator's settings, SOURCE:DESTINATION under SYSCONFDIR: never
+# overwritten, and uninstalled only while unchanged.
+SETTINGS = systemd/mmproxy.default:default/mmproxy \
+	systemd/allowed-subnets.txt:mmproxy/allowed-subnets.txt
 
 install: mmproxy
 	install -d '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(MANDIR)/man8' \
@@ -161,11 +172,33 @@ install: mmproxy
 	sed $(INSTALL_PATHS) -e 's|^\(\s*disable\s*=\s*\)no\s*$$|\1yes|' \
 		systemd/mmproxy.xinetd >'$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
 	chmod 644 '$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
+	install -d '$(DESTDIR)$(SYSCONFDIR)/default' '$(DESTDIR)$(SYSCONFDIR)/mmproxy'
+	for pair in $(SETTINGS); do \
+		dest='$(DESTDIR)$(SYSCONFDIR)/'"$${pair#*:}"; \
+		[ -e "$$dest" ] && continue; \
+		sed $(INSTALL_PATHS) "$${pair%%:*}" >"$$dest" && chmod 644 "$$dest" || exit 1; \
+	done
 
 uninstall:
 	rm -f '$(DESTDIR)$(SBINDIR)/mmproxy' '$(DESTDIR)$(MANDIR)/man8/mmproxy.8' \
 		'$(DESTDIR)$(SYSCONFDIR)/xinetd.d/mmproxy'
 	for unit in $(UNITS); do rm -f '$(DESTDIR)$(UNITDIR)/'"$${unit#systemd/}"; done
+	for pair in $(SETTINGS); do \
+		dest='$(DESTDIR)$(SYSCONFDIR)/'"$${pair#*:}"; \
+		if sed $(INSTALL_PATHS) "$${pair%%:*}" | cmp -s - "$$dest"; then rm -f "$$dest"; fi; \
+	done
+	rmdir '$(DESTDIR)$(SYSCONFDIR)/mmproxy' 2>/dev/null || true
+
+# dpkg-checkbuilddeps first, so that a user who has the dependencies needs
+# no root; apt-get build-dep reads debian/control (a stale package list
+# gets one update).
+deb:
+	command -v dpkg-checkbuilddeps >/dev/null && dpkg-checkbuilddeps 2>/dev/null || \
+		{ export DEBIAN_FRONTEND=noninteractive; \
+		apt-get build-dep -y -q --no-install-recommends ./ </dev/null || \
+		{ apt-get update -q </dev/null && \
+		apt-get build-dep -y -q --no-install-recommends ./ </dev/null; }; }
+	dpkg-buildpackage -us -uc -b
 
 format:
 	clang-format -i *.c *.h tests/unit/*.c tests/fuzz/*.c tests/helpers/*.c tests/bench/*.c

@@ -9,6 +9,7 @@
 # systemd would run them, inside a private network namespace.
 
 load helpers/common
+load helpers/units
 
 teardown() {
 	common_teardown
@@ -19,14 +20,15 @@ ROOT=$REPO
 UNITS="$ROOT/systemd"
 case "$MMPROXY" in /*) ;; *) MMPROXY="$ROOT/$MMPROXY" ;; esac
 
-# The unit's ExecStart= as words, with the installed paths replaced by the
-# built binary and this test's allow-list (127.0.0.1/32 and ::1/128).
+# The unit's ExecStart= as words, with the shipped settings
+# (systemd/mmproxy.default, installed as the units' EnvironmentFile=)
+# expanded, and the installed paths replaced by the built binary and this
+# test's allow-list (127.0.0.1/32 and ::1/128).
 shipped_command() {
-	local line
-	line=$(unit_values "$1" ExecStart)
-	line=${line//\/usr\/local\/sbin\/mmproxy/$MMPROXY}
-	line=${line//\/etc\/mmproxy\/allowed-subnets.txt/$ALLOWED_SUBNETS}
-	read -ra SHIPPED <<<"$line"
+	[ "$(unit_values "$1" EnvironmentFile)" = /etc/default/mmproxy ]
+	unit_command "$1" "$UNITS/mmproxy.default"
+	SHIPPED=("${UNIT_COMMAND[@]/#\/usr\/local\/sbin\/mmproxy/$MMPROXY}")
+	SHIPPED=("${SHIPPED[@]/#\/etc\/mmproxy\/allowed-subnets.txt/$ALLOWED_SUBNETS}")
 	[[ "${SHIPPED[0]}" == "$MMPROXY" ]]
 	[[ " ${SHIPPED[*]} " == *" $ALLOWED_SUBNETS "* ]]
 }
@@ -135,6 +137,20 @@ exec_script() {
 	[ "$status" -eq 0 ]
 	# verify exits 0 on unknown keys: its messages are the real verdict.
 	! grep -Eiq 'unknown (key|section|lvalue)|failed|invalid|not executable|ignoring' <<<"$output" || false
+}
+
+@test "both mmproxy services read their targets from /etc/default/mmproxy, which sets every variable they use" {
+	local unit name
+	for unit in mmproxy.service mmproxy@.service; do
+		[ "$(unit_values "$UNITS/$unit" EnvironmentFile)" = /etc/default/mmproxy ]
+		for name in $(unit_values "$UNITS/$unit" ExecStart | grep -oE '\$\{?[A-Za-z_][A-Za-z0-9_]*' | tr -d '${'); do
+			echo "$unit: $name"
+			grep -Eq "^$name=" "$UNITS/mmproxy.default"
+		done
+	done
+	# The shipped values are the ports the units and the xinetd entry use.
+	grep -qx 'MMPROXY_LISTEN=0.0.0.0:8443' "$UNITS/mmproxy.default"
+	grep -qx 'MMPROXY_TARGETS="-4 127.0.0.1:443 -6 \[::1\]:443"' "$UNITS/mmproxy.default"
 }
 
 @test "mmproxy.service restarts only the listener, so established connections survive" {

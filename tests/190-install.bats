@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
 # `make install` and `make uninstall`, into a DESTDIR: every file lands where
 # the README says, the units and the xinetd entry name the installed binary,
-# the installed units pass systemd-analyze verify, nothing is enabled, and
-# uninstall removes exactly what install put there.
+# the installed units pass systemd-analyze verify, nothing is enabled, the
+# operator's settings files are never overwritten, and uninstall removes
+# exactly what install put there (the settings files only while unchanged).
 
 REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 UNITS=(mmproxy-routing.service mmproxy.service mmproxy.socket mmproxy@.service)
@@ -31,6 +32,8 @@ expected_files() {
 	local prefix=${1#/} unit
 	{
 		echo "etc/xinetd.d/mmproxy"
+		echo "etc/default/mmproxy"
+		echo "etc/mmproxy/allowed-subnets.txt"
 		echo "$prefix/sbin/mmproxy"
 		echo "$prefix/share/man/man8/mmproxy.8"
 		for unit in "${UNITS[@]}"; do echo "$prefix/lib/systemd/system/$unit"; done
@@ -79,6 +82,35 @@ installed_files_name_binary() {
 		"$DEST/usr/share/man/man8/mmproxy.8" || false
 }
 
+@test "make install puts a settings file for the units and an allowed-subnets file that allows no one" {
+	make -s -C "$REPO" install DESTDIR="$DEST" PREFIX=/usr
+	cmp "$REPO/systemd/mmproxy.default" "$DEST/etc/default/mmproxy"
+	cmp "$REPO/systemd/allowed-subnets.txt" "$DEST/etc/mmproxy/allowed-subnets.txt"
+	[ "$(stat -c %a "$DEST/etc/default/mmproxy")" = 644 ]
+	# Readable by the units' dynamic user.
+	[ "$(stat -c %a "$DEST/etc/mmproxy/allowed-subnets.txt")" = 644 ]
+	# Nothing but comments: mmproxy refuses to start until a line is added.
+	! grep -v '^#' "$DEST/etc/mmproxy/allowed-subnets.txt" | grep -q . || false
+	run "$REPO/mmproxy" -l 127.0.0.1:0 -4 127.0.0.1:1 \
+		--allowed-subnets "$DEST/etc/mmproxy/allowed-subnets.txt"
+	echo "$output"
+	[ "$status" -eq 2 ]
+	[[ $output == *"allowed-subnets.txt: no subnets in file"* ]]
+}
+
+@test "make install never overwrites the settings files, and make uninstall keeps them once edited" {
+	make -s -C "$REPO" install DESTDIR="$DEST" PREFIX=/usr
+	echo 10.0.0.5/32 >>"$DEST/etc/mmproxy/allowed-subnets.txt"
+	sed -i 's/^MMPROXY_LISTEN=.*/MMPROXY_LISTEN=0.0.0.0:9443/' "$DEST/etc/default/mmproxy"
+	cp "$DEST/etc/mmproxy/allowed-subnets.txt" "$DEST/etc/default/mmproxy" "$BATS_TEST_TMPDIR/"
+	make -s -C "$REPO" install DESTDIR="$DEST" PREFIX=/usr
+	cmp "$BATS_TEST_TMPDIR/allowed-subnets.txt" "$DEST/etc/mmproxy/allowed-subnets.txt"
+	cmp "$BATS_TEST_TMPDIR/mmproxy" "$DEST/etc/default/mmproxy"
+	make -s -C "$REPO" uninstall DESTDIR="$DEST" PREFIX=/usr
+	diff -u <(printf '%s\n' etc/default/mmproxy etc/mmproxy/allowed-subnets.txt) \
+		<(files_under "$DEST")
+}
+
 @test "make install with no PREFIX installs under /usr/local, the xinetd entry in /etc" {
 	run make -s -C "$REPO" install DESTDIR="$DEST"
 	echo "$output"
@@ -123,7 +155,7 @@ installed_files_name_binary() {
 	before=$(files_under "$DEST")
 
 	make -s -C "$REPO" install DESTDIR="$DEST" PREFIX=/usr
-	[ "$(files_under "$DEST" | grep -c .)" = $((3 + 3 + ${#UNITS[@]})) ]
+	[ "$(files_under "$DEST" | grep -c .)" = $((3 + 3 + 2 + ${#UNITS[@]})) ]
 	run make -s -C "$REPO" uninstall DESTDIR="$DEST" PREFIX=/usr
 	echo "$output"
 	[ "$status" -eq 0 ]

@@ -395,6 +395,17 @@ static void payload_open(struct payload *payload)
 				toolkit_die(2, "-f: %s: %s",
 					    options.payload_file,
 					    strerror(errno));
+			/*
+			 * A FIFO fed bit by bit must never block read(): the
+			 * relay would stop reading the server meanwhile.
+			 * Nothing to read is EAGAIN, which polls again.
+			 */
+			int flags = fcntl(payload->fd, F_GETFL);
+			if (flags < 0 ||
+			    fcntl(payload->fd, F_SETFL, flags | O_NONBLOCK) < 0)
+				toolkit_die(2, "-f: %s: fcntl: %s",
+					    options.payload_file,
+					    strerror(errno));
 		}
 		break;
 	case PAYLOAD_STREAM:
