@@ -47,6 +47,8 @@ enum connection_end {
 	END_CONNECT_TIMEOUT,  /* the target did not answer in time */
 	END_CLIENT_RESET,     /* the load balancer side reset; the backend was reset too */
 	END_BACKEND_RESET,    /* the backend reset; the client was reset too */
+	END_IDLE_TIMEOUT,     /* no byte either way for --idle-timeout; both reset */
+	END_LOOP,             /* --dynamic-destination named mmproxy itself */
 	END_ERROR,            /* a system call failed */
 };
 
@@ -65,6 +67,8 @@ static const char *const end_names[] = {
 	[END_CONNECT_TIMEOUT] = "connect-timeout",
 	[END_CLIENT_RESET] = "client-reset",
 	[END_BACKEND_RESET] = "backend-reset",
+	[END_IDLE_TIMEOUT] = "idle-timeout",
+	[END_LOOP] = "loop",
 	[END_ERROR] = "error",
 };
 
@@ -351,6 +355,85 @@ static int take_tproxy_endpoints(struct connection *conn,
 }
 
 /*
+ * A client with an address must have come over a stream: a v2 PROXY
+ * header whose transport is DGRAM or UNSPEC names a client that cannot
+ * have made this TCP connection (spec 2.2), and connecting from its
+ * address would spoof one. Refused, rather than served from our own
+ * address as haproxy does: a load balancer sending it is misconfigured,
+ * and the log line says so. LOCAL, UNKNOWN and the UNSPEC and UNIX
+ * families name no client and are served as ever.
+ */
+static int check_header_transport(struct connection *conn,
+				  const struct proxyhdr *header)
+{
+	char lb[NETADDR_TEXT_SIZE];
+
+	if (header->command != PROXYHDR_CMD_PROXY ||
+	    (header->family != AF_INET && header->family != AF_INET6) ||
+	    header->transport == PROXYHDR_TRANSPORT_STREAM)
+		return 0;
+	log_error("lb=%s: refused PROXY header: transport is not STREAM "
+		  "(%s) on a TCP connection",
+		  netaddr_format(&conn->lb_addr, lb, sizeof lb),
+		  header->transport == PROXYHDR_TRANSPORT_DGRAM ? "DGRAM"
+								: "UNSPEC");
+	conn->end = END_BAD_HEADER;
+	return -1;
+}
+
+/* The unspecified address (0.0.0.0, ::) reaches this host when connected to. */
+static bool is_unspecified_address(const struct sockaddr_storage *addr)
+{
+	const struct sockaddr_in *in = (const void *)addr;
+	const struct sockaddr_in6 *in6 = (const void *)addr;
+
+	if (addr->ss_family == AF_INET)
+		return in->sin_addr.s_addr == htonl(INADDR_ANY);
+	return addr->ss_family == AF_INET6 &&
+	       IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+}
+
+/*
+ * --dynamic-destination lets the header choose the target. One of this
+ * host's addresses on the port the load balancer reached us on is
+ * mmproxy itself: connecting there would start the same connection
+ * again, and again. Refused, as --tproxy refuses what was not diverted.
+ */
+static int check_not_looping(struct connection *conn)
+{
+	struct sockaddr_storage ours;
+	socklen_t len = sizeof ours;
+	char client[NETADDR_TEXT_SIZE], target[NETADDR_TEXT_SIZE];
+
+	if (getsockname(conn->lb_fd, (struct sockaddr *)&ours, &len) != 0) {
+		log_error("getsockname: %s", strerror(errno));
+		conn->end = END_ERROR;
+		return -1;
+	}
+	if (netaddr_port(&ours) != netaddr_port(&conn->target_addr))
+		return 0;
+	int local = is_unspecified_address(&conn->target_addr)
+			    ? 1
+			    : is_local_address(&conn->target_addr);
+	if (local < 0) {
+		log_error("route lookup for %s: %s",
+			  netaddr_format(&conn->target_addr, target,
+					 sizeof target),
+			  strerror(errno));
+		conn->end = END_ERROR;
+		return -1;
+	}
+	if (local == 0)
+		return 0;
+	log_error("refused client=%s: destination %s is mmproxy's own "
+		  "(this host's address on its listening port)",
+		  netaddr_format(&conn->client_addr, client, sizeof client),
+		  netaddr_format(&conn->target_addr, target, sizeof target));
+	conn->end = END_LOOP;
+	return -1;
+}
+
+/*
  * Fill in the client and the target: from the PROXY header, or, with
  * --tproxy, from the connection itself.
  */
@@ -362,12 +445,15 @@ CONNECTION_PHASE static int take_endpoints(struct connection *conn,
 
 	if (opts->tproxy)
 		return take_tproxy_endpoints(conn, opts);
-	if (read_proxy_header(conn, opts, &header) != 0)
+	if (read_proxy_header(conn, opts, &header) != 0 ||
+	    check_header_transport(conn, &header) != 0)
 		return -1;
 	endpoint_choose(opts, &header, &conn->lb_addr, &chosen);
 	conn->client_addr = chosen.client;
 	conn->target_addr = chosen.target;
 	conn->spoofed = chosen.spoofed;
+	if (opts->dynamic_destination && conn->spoofed)
+		return check_not_looping(conn);
 	return 0;
 }
 
@@ -467,6 +553,7 @@ static void take_relay_result(struct connection *conn,
 		[RELAY_B_CLOSED_FIRST] = END_BACKEND_CLOSED,
 		[RELAY_A_RESET] = END_CLIENT_RESET,
 		[RELAY_B_RESET] = END_BACKEND_RESET,
+		[RELAY_IDLE] = END_IDLE_TIMEOUT,
 		[RELAY_ERROR] = END_ERROR,
 	};
 
@@ -476,6 +563,29 @@ static void take_relay_result(struct connection *conn,
 }
 
 /* ---- the life of one connection */
+
+/*
+ * TCP keepalive on both sockets, so a load balancer or backend that
+ * vanished without a FIN or RST (powered off, a firewall forgot the
+ * connection) ends the connection and frees its process: after 60 s
+ * without traffic a probe, then one every 10 s, and the 6th unanswered
+ * one fails the socket, about two minutes in all; the kernel's defaults
+ * (2 hours, then 9 probes 75 s apart) would hold the process for over two
+ * hours. 60 s is below the idle timeouts of load balancers and NAT tables
+ * (typically 350 s and more), so the probes also keep those from dropping a
+ * quiet connection, and one probe a minute costs an idle connection nearly
+ * nothing. A failure here is not worth ending the connection for.
+ */
+enum { KEEPALIVE_IDLE_S = 60, KEEPALIVE_INTERVAL_S = 10, KEEPALIVE_PROBES = 6 };
+
+static void keep_alive(const struct connection *conn)
+{
+	if (set_keepalive(conn->lb_fd, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S,
+			  KEEPALIVE_PROBES) != 0 ||
+	    set_keepalive(conn->backend_fd, KEEPALIVE_IDLE_S,
+			  KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES) != 0)
+		log_error("TCP keepalive: %s", strerror(errno));
+}
 
 static void log_connection_summary(const struct connection *conn)
 {
@@ -521,6 +631,8 @@ static const enum metrics_end metrics_end_of[] = {
 	[END_CONNECT_TIMEOUT] = METRICS_END_CONNECT_TIMEOUT,
 	[END_CLIENT_RESET] = METRICS_END_CLIENT_RESET,
 	[END_BACKEND_RESET] = METRICS_END_BACKEND_RESET,
+	[END_IDLE_TIMEOUT] = METRICS_END_IDLE_TIMEOUT,
+	[END_LOOP] = METRICS_END_LOOP,
 	[END_ERROR] = METRICS_END_ERROR,
 };
 
@@ -547,7 +659,7 @@ static void close_connection(struct connection *conn)
 {
 	bool abort = !is_normal_end(conn->end) &&
 		     conn->end != END_NOT_ALLOWED &&
-		     conn->end != END_NOT_DIVERTED;
+		     conn->end != END_NOT_DIVERTED && conn->end != END_LOOP;
 
 	if (conn->backend_fd >= 0) {
 		if (abort)
@@ -638,7 +750,9 @@ int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
 	} else if (take_endpoints(&conn, opts) == 0 &&
 		   connect_backend(&conn, opts) == 0) {
 		struct relay_result result;
-		relay_run(conn.lb_fd, conn.backend_fd, &result);
+		keep_alive(&conn);
+		relay_run(conn.lb_fd, conn.backend_fd, opts->idle_timeout_ms,
+			  &result);
 		take_relay_result(&conn, &result);
 		if (is_health_check(&conn))
 			conn.end = END_HEALTH;

@@ -195,6 +195,8 @@ static const char *const end_names[METRICS_END_COUNT] = {
 	[METRICS_END_CONNECT_TIMEOUT] = "connect-timeout",
 	[METRICS_END_CLIENT_RESET] = "client-reset",
 	[METRICS_END_BACKEND_RESET] = "backend-reset",
+	[METRICS_END_IDLE_TIMEOUT] = "idle-timeout",
+	[METRICS_END_LOOP] = "loop",
 	[METRICS_END_ERROR] = "error",
 };
 
@@ -203,10 +205,12 @@ static const enum metrics_end refusals[] = {
 	METRICS_END_NOT_ALLOWED,    METRICS_END_NOT_DIVERTED,
 	METRICS_END_NO_HEADER,	    METRICS_END_BAD_HEADER,
 	METRICS_END_HEADER_TIMEOUT, METRICS_END_HEADER_TRUNCATED,
+	METRICS_END_LOOP,
 };
 
-/* NULL: not a kind of bad header (OK, and "not PROXY", which is no-header). */
-static const char *const bad_header_names[PROXYHDR_EV2_UNIQUE_ID + 1] = {
+/* NULL: not a kind of bad header ("not PROXY" is no-header). */
+static const char *const bad_header_names[PROXYHDR_EV2_CRC32C_TWICE + 1] = {
+	[PROXYHDR_OK] = "not-stream",
 	[PROXYHDR_EV1_TOO_LONG] = "v1-too-long",
 	[PROXYHDR_EV1_SYNTAX] = "v1-syntax",
 	[PROXYHDR_EV1_PROTOCOL] = "v1-protocol",
@@ -219,6 +223,7 @@ static const char *const bad_header_names[PROXYHDR_EV2_UNIQUE_ID + 1] = {
 	[PROXYHDR_EV2_TLV] = "v2-tlv",
 	[PROXYHDR_EV2_CRC32C] = "v2-crc32c",
 	[PROXYHDR_EV2_UNIQUE_ID] = "v2-unique-id",
+	[PROXYHDR_EV2_CRC32C_TWICE] = "v2-crc32c-twice",
 };
 
 static const char *const connect_class_names[METRICS_CONNECT_CLASS_COUNT] = {
@@ -243,7 +248,6 @@ static const char *const udp_drop_names[METRICS_UDP_DROP_COUNT] = {
 	[METRICS_UDP_DROP_NOT_ALLOWED] = "not-allowed",
 	[METRICS_UDP_DROP_BAD_HEADER] = "bad-header",
 	[METRICS_UDP_DROP_NOT_DGRAM] = "not-dgram",
-	[METRICS_UDP_DROP_FLOW_LIMIT] = "flow-limit",
 	[METRICS_UDP_DROP_FLOW_FAILED] = "flow-failed",
 	[METRICS_UDP_DROP_SEND_FAILED] = "send-failed",
 };

@@ -38,6 +38,8 @@ enum metrics_end {
 	METRICS_END_CONNECT_TIMEOUT,
 	METRICS_END_CLIENT_RESET,
 	METRICS_END_BACKEND_RESET,
+	METRICS_END_IDLE_TIMEOUT,
+	METRICS_END_LOOP,
 	METRICS_END_ERROR,
 	METRICS_END_COUNT,
 };
@@ -65,7 +67,6 @@ enum metrics_udp_drop {
 	METRICS_UDP_DROP_NOT_ALLOWED,
 	METRICS_UDP_DROP_BAD_HEADER,
 	METRICS_UDP_DROP_NOT_DGRAM,
-	METRICS_UDP_DROP_FLOW_LIMIT,
 	METRICS_UDP_DROP_FLOW_FAILED,
 	METRICS_UDP_DROP_SEND_FAILED, /* the target's socket refused it */
 	METRICS_UDP_DROP_COUNT,
@@ -94,8 +95,9 @@ enum metrics_udp_flow_event {
 struct metrics_counters {
 	uint64_t accepted;
 	uint64_t ended[METRICS_END_COUNT];
-	uint64_t
-		bad_headers[PROXYHDR_EV2_UNIQUE_ID + 1]; /* by proxyhdr_error */
+	/* By proxyhdr_error; [PROXYHDR_OK] counts well-formed headers whose
+	 * transport is not a stream (DGRAM or UNSPEC naming a client). */
+	uint64_t bad_headers[PROXYHDR_EV2_CRC32C_TWICE + 1];
 	uint64_t bytes_up;				 /* client to backend */
 	uint64_t bytes_down;				 /* backend to client */
 	uint64_t connect_failures[METRICS_CONNECT_CLASS_COUNT];

@@ -70,7 +70,10 @@ static void protect_standard_fds(void)
 /*
  * systemd passes sockets from fd 3 on, for the process named in LISTEN_PID.
  * The variables are cleared so that nothing we start takes them for its
- * own. Returns 3, or -1 when nothing was passed; *count is how many were.
+ * own. Only fd 3 is used: the others are closed at once, so that no
+ * connection process holds a listening socket it never serves (and keeps
+ * it open after the listener is gone). Returns 3, or -1 when nothing was
+ * passed; *count is how many were.
  */
 static int socket_activation_fd(unsigned long *count)
 {
@@ -85,6 +88,9 @@ static int socket_activation_fd(unsigned long *count)
 	unsetenv("LISTEN_FDNAMES");
 	if (fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
 		die(EXIT_SYSTEM, "socket activation fd 3: %s", strerror(errno));
+	if (*count > 1 && close_range(4, (unsigned)(3 + *count - 1), 0) != 0)
+		die(EXIT_SYSTEM, "closing socket activation fds 4-%lu: %s",
+		    3 + *count - 1, strerror(errno));
 	return 3;
 }
 
@@ -130,7 +136,9 @@ static enum launch_mode parse_command_line(int argc, char **argv,
 	if (options_choose_mode(opts, &fds, &mode, &error) != 0)
 		die(EXIT_USAGE, "%s (see mmproxy --help)", error.text);
 	if (passed > 1)
-		log_msg(LOG_WARNING, "%lu sockets passed; using the first",
+		log_msg(LOG_WARNING,
+			"%lu sockets passed; using the first, fd 3, and "
+			"closing the others",
 			passed);
 	return mode;
 }
@@ -238,9 +246,12 @@ int main(int argc, char **argv)
 	if (opts.subnets_path != NULL) {
 		load_allowed_subnets(opts.subnets_path, &table);
 		allowed = &table;
-	} else if (!opts.tproxy && (mode != MODE_ONE_CONNECTION ||
-				    opts.verbosity >= LOG_LEVEL_CONNECTIONS)) {
-		/* --tproxy reads no header: a client can only be itself. */
+	} else if (!opts.tproxy && log_wants(LOG_LEVEL_ERRORS)) {
+		/*
+		 * Said once per process, whatever the mode (through syslog
+		 * under inetd), and silenced only by -q. --tproxy reads no
+		 * header: a client can only be itself.
+		 */
 		log_msg(LOG_WARNING, "no --allowed-subnets: any peer may send "
 				     "PROXY headers and choose a source address");
 	}

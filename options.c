@@ -22,10 +22,11 @@ static const char help_text[] =
 	"               [--allowed-subnets FILE] [--mark N] [-v 0|1|2] [-q]\n"
 	"               [-p tcp|udp] [--listeners N] [--max-connections N]\n"
 	"               [--header-timeout S] [--connect-timeout S]\n"
-	"               [--close-after S] [--max-flows N] [--metrics ADDR:PORT]\n"
-	"               [--port-fallback] [--dynamic-destination]\n"
-	"               [--listen-transparent] [--inetd] [--tproxy] [--check]\n"
-	"               [--check-from ADDR] [-t N] [-h] [--version]\n"
+	"               [--idle-timeout S] [--close-after S] [--max-flows N]\n"
+	"               [--metrics ADDR:PORT] [--port-fallback]\n"
+	"               [--dynamic-destination] [--listen-transparent]\n"
+	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
+	"               [-t N] [-h] [--version]\n"
 	"\n"
 	"Unwraps the PROXY protocol (v1 and v2) and connects to the local\n"
 	"application from the real client's address and port.\n"
@@ -48,6 +49,8 @@ static const char help_text[] =
 	"                           each accept process allows N/listeners, rounded up\n"
 	"  --header-timeout S       wait this long for the PROXY header (default 5)\n"
 	"  --connect-timeout S      wait this long for the target (default 5)\n"
+	"  --idle-timeout S         end a connection that moved no byte either\n"
+	"                           way for this long (default: never)\n"
 	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
 	"  --max-flows N            UDP: live flows at most (default 65536)\n"
 	"  --metrics ADDR:PORT      serve GET /metrics (Prometheus text) here\n"
@@ -72,7 +75,8 @@ static const char help_text[] =
 	"\n"
 	"An option that means nothing in the mode mmproxy runs in is an error:\n"
 	"with UDP, --listeners, --max-connections, --header-timeout,\n"
-	"--connect-timeout, --port-fallback and --inetd; with TCP, --max-flows;\n"
+	"--connect-timeout, --idle-timeout, --port-fallback and --inetd; with\n"
+	"TCP, --max-flows;\n"
 	"with a connection handed over (--inetd, systemd Accept=yes), -l,\n"
 	"--listeners, --max-connections and --listen-transparent; with a\n"
 	"listening socket from systemd, -l, --inetd, --listeners and\n"
@@ -106,6 +110,7 @@ enum option_id {
 	OPT_MAX_CONNECTIONS,
 	OPT_HEADER_TIMEOUT,
 	OPT_CONNECT_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
 	OPT_CLOSE_AFTER,
 	OPT_MAX_FLOWS,
 	OPT_METRICS,
@@ -152,6 +157,7 @@ static const struct option_name option_names[] = {
 	{"max-connections", OPT_MAX_CONNECTIONS, true},
 	{"header-timeout", OPT_HEADER_TIMEOUT, true},
 	{"connect-timeout", OPT_CONNECT_TIMEOUT, true},
+	{"idle-timeout", OPT_IDLE_TIMEOUT, true},
 	{"close-after", OPT_CLOSE_AFTER, true},
 	{"max-flows", OPT_MAX_FLOWS, true},
 	{"metrics", OPT_METRICS, true},
@@ -340,6 +346,11 @@ static int apply_number(const struct option_name *opt, struct options *opts,
 			return -1;
 		opts->connect_timeout_ms = (int)n * 1000;
 		return 0;
+	case OPT_IDLE_TIMEOUT:
+		if (parse_number(shown, value, 1, 86400, &n, error))
+			return -1;
+		opts->idle_timeout_ms = (int)n * 1000;
+		return 0;
 	case OPT_CLOSE_AFTER:
 		if (parse_number(shown, value, 1, 86400, &n, error))
 			return -1;
@@ -379,6 +390,7 @@ static int apply_option(struct options *opts, const struct option_name *opt,
 	case OPT_MAX_CONNECTIONS:
 	case OPT_HEADER_TIMEOUT:
 	case OPT_CONNECT_TIMEOUT:
+	case OPT_IDLE_TIMEOUT:
 	case OPT_CLOSE_AFTER:
 	case OPT_MAX_FLOWS:
 		return apply_number(opt, opts, shown, value, error);
@@ -516,6 +528,8 @@ static const char *meaningless_reason(enum option_id id, enum launch_mode mode)
 			return "each datagram carries its own header";
 		case OPT_CONNECT_TIMEOUT:
 			return "a flow's socket connects at once";
+		case OPT_IDLE_TIMEOUT:
+			return "an idle flow closes after --close-after";
 		case OPT_PORT_FALLBACK:
 			return "a flow whose client port is taken always takes "
 			       "an ephemeral one";
@@ -655,6 +669,16 @@ int options_choose_mode(const struct options *opts,
 	error->text[0] = '\0';
 	if (check_tproxy(opts, fds, error) != 0)
 		return -1;
+	/*
+	 * Every peer may send headers without the file; with this option
+	 * every peer would also choose where mmproxy connects.
+	 */
+	if (opts->dynamic_destination && opts->subnets_path == NULL &&
+	    !opts->check)
+		return fail(error, "--dynamic-destination without "
+				   "--allowed-subnets: any peer could choose "
+				   "where mmproxy connects; list the load "
+				   "balancers in an --allowed-subnets file");
 	*mode = decide_mode(opts, fds);
 	if (*mode == MODE_UDP && fds->activated && !fds->activated_datagram)
 		return fail(error, "-p udp: the socket passed on fd 3 is not a "

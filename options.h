@@ -34,6 +34,7 @@ struct options {
 	unsigned max_connections;
 	int header_timeout_ms;
 	int connect_timeout_ms;
+	int idle_timeout_ms; /* TCP: end a connection quiet this long; 0 never */
 	unsigned close_after_s;
 	unsigned max_flows;
 	bool port_fallback;

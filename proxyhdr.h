@@ -54,6 +54,7 @@ enum proxyhdr_error {
 	PROXYHDR_EV2_TLV,         /* a TLV runs past the header's end */
 	PROXYHDR_EV2_CRC32C,      /* CRC32C TLV malformed or not matching */
 	PROXYHDR_EV2_UNIQUE_ID,   /* UNIQUE_ID TLV longer than 128 bytes */
+	PROXYHDR_EV2_CRC32C_TWICE, /* a second CRC32C TLV */
 };
 
 enum proxyhdr_command {
@@ -125,7 +126,13 @@ size_t proxyhdr_build_v2(uint8_t *out, size_t capacity,
 			 const struct sockaddr *src, const struct sockaddr *dst,
 			 const uint8_t *tlvs, size_t tlvs_len, int with_crc32c);
 
-/* CRC32C (Castagnoli), as the CRC32C TLV uses; exposed for tests. */
+/*
+ * CRC32C (Castagnoli), as the CRC32C TLV uses; exposed for tests. The
+ * parser and proxyhdr_crc32c() use the CPU's crc32 instruction where there
+ * is one (x86-64 with SSE4.2, checked at run time) and a table otherwise;
+ * proxyhdr_crc32c_table() always uses the table, so tests can check both.
+ */
 uint32_t proxyhdr_crc32c(const uint8_t *data, size_t len);
+uint32_t proxyhdr_crc32c_table(const uint8_t *data, size_t len);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sockets.h"
 #include "stack_layout.h"
 
 /*
@@ -40,6 +41,7 @@ struct relay_direction {
 	bool write_shut;    /* shutdown(to_fd, SHUT_WR) done */
 	bool reset;         /* one side failed: reset both */
 	bool reset_by_from; /* the failure was on from_fd's side */
+	bool moved;         /* bytes came in or went out: not idle */
 	uint64_t bytes;
 	uint8_t buffer[1024];
 };
@@ -54,7 +56,7 @@ static void relay_direction_init(struct relay_direction *dir, int from_fd,
 	dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
 	dir->buffer_start = dir->pending = 0;
 	dir->wants_pipe = dir->read_closed = dir->write_shut = false;
-	dir->reset = dir->reset_by_from = false;
+	dir->reset = dir->reset_by_from = dir->moved = false;
 	dir->bytes = 0;
 }
 
@@ -133,7 +135,7 @@ static void relay_shovel(struct relay_direction *dir, bool readable,
 		if (n == 0) {
 			dir->read_closed = true;
 		} else if (n > 0) {
-			just_read = true;
+			just_read = dir->moved = true;
 		} else if (errno != EAGAIN) {
 			dir->reset = true;
 			dir->reset_by_from = true;
@@ -141,10 +143,13 @@ static void relay_shovel(struct relay_direction *dir, bool readable,
 		}
 	}
 	if (dir->pending > 0 && (writable || just_read)) {
-		if (relay_write(dir) < 0 && errno != EAGAIN) {
+		ssize_t n = relay_write(dir);
+		if (n < 0 && errno != EAGAIN) {
 			dir->reset = true; /* to_fd's side failed */
 			return;
 		}
+		if (n > 0)
+			dir->moved = true;
 	}
 	if (dir->read_closed && dir->pending == 0 && !dir->write_shut) {
 		/* Half-close: the other direction keeps flowing. */
@@ -179,14 +184,39 @@ static bool has_socket_error(int fd)
 }
 
 /*
+ * The fd poll() watches for one side. A side we want nothing from (after
+ * its FIN, or while the other side is not reading) stays in with no
+ * events: poll() still reports POLLERR and POLLHUP, so a reset is seen at
+ * once in every state. Only after a POLLHUP that came while nothing was
+ * wanted (the side is shut both ways) does it stay out until something is
+ * wanted again: poll() would report that POLLHUP at once, forever, and
+ * the loop would spin while the other side drains slowly.
+ */
+static int polled_fd(int fd, short wanted, bool hung_up)
+{
+	return wanted == 0 && hung_up ? -1 : fd;
+}
+
+/* Milliseconds poll() may sleep: until the idle limit, or for ever. */
+static int idle_wait_ms(int idle_timeout_ms, int64_t last_moved_ms)
+{
+	if (idle_timeout_ms <= 0)
+		return -1;
+	int64_t left = last_moved_ms + idle_timeout_ms - monotonic_ms();
+	return left <= 0 ? 0 : (int)left;
+}
+
+/*
  * Relay until both directions are done: each side's EOF becomes a
  * shutdown(SHUT_WR) of the other side; a reset on either side resets both.
  * Out of line: a phase of a connection (see stack_layout.h).
  */
-CONNECTION_PHASE void relay_run(int a_fd, int b_fd, struct relay_result *result)
+CONNECTION_PHASE void relay_run(int a_fd, int b_fd, int idle_timeout_ms,
+				struct relay_result *result)
 {
 	struct relay_direction up, down; /* up: a to b */
-	bool b_closed_first = false;
+	bool b_closed_first = false, a_hung_up = false, b_hung_up = false;
+	int64_t last_moved_ms = monotonic_ms();
 
 	relay_direction_init(&up, a_fd, b_fd);
 	relay_direction_init(&down, b_fd, a_fd);
@@ -194,20 +224,23 @@ CONNECTION_PHASE void relay_run(int a_fd, int b_fd, struct relay_result *result)
 	while (!(up.write_shut && down.write_shut)) {
 		short a_wanted = relay_events_for(&up, &down);
 		short b_wanted = relay_events_for(&down, &up);
-		/*
-		 * A socket we want nothing from stays out of poll(): once its
-		 * peer's FIN is in and our side is shut, poll() reports
-		 * POLLHUP on it at once, forever, and the loop would spin
-		 * while the other side drains slowly.
-		 */
 		struct pollfd fds[2] = {
-			{.fd = a_wanted ? a_fd : -1, .events = a_wanted},
-			{.fd = b_wanted ? b_fd : -1, .events = b_wanted},
+			{.fd = polled_fd(a_fd, a_wanted, a_hung_up),
+			 .events = a_wanted},
+			{.fd = polled_fd(b_fd, b_wanted, b_hung_up),
+			 .events = b_wanted},
 		};
-		if (poll(fds, 2, -1) < 0) {
+		int ready = poll(fds, 2,
+				 idle_wait_ms(idle_timeout_ms, last_moved_ms));
+		if (ready < 0) {
 			if (errno == EINTR)
 				continue;
 			result->end = RELAY_ERROR;
+			break;
+		}
+		if (ready == 0 && idle_wait_ms(idle_timeout_ms,
+					       last_moved_ms) == 0) {
+			result->end = RELAY_IDLE;
 			break;
 		}
 		short a_events = fds[0].revents, b_events = fds[1].revents;
@@ -219,6 +252,8 @@ CONNECTION_PHASE void relay_run(int a_fd, int b_fd, struct relay_result *result)
 			result->end = RELAY_B_RESET;
 			break;
 		}
+		a_hung_up |= a_wanted == 0 && (a_events & POLLHUP);
+		b_hung_up |= b_wanted == 0 && (b_events & POLLHUP);
 		bool was_down_open = !down.read_closed;
 		relay_shovel(&up, a_events & (POLLIN | POLLHUP | POLLRDHUP),
 			     b_events & POLLOUT);
@@ -229,6 +264,10 @@ CONNECTION_PHASE void relay_run(int a_fd, int b_fd, struct relay_result *result)
 						 : !down.reset_by_from;
 			result->end = a_failed ? RELAY_A_RESET : RELAY_B_RESET;
 			break;
+		}
+		if (up.moved || down.moved) {
+			last_moved_ms = monotonic_ms();
+			up.moved = down.moved = false;
 		}
 		if (was_down_open && down.read_closed && !up.read_closed)
 			b_closed_first = true;

@@ -17,6 +17,7 @@ enum relay_end {
 	RELAY_B_CLOSED_FIRST, /* both sides closed, b first */
 	RELAY_A_RESET,	     /* a's side reset or failed: reset both */
 	RELAY_B_RESET,	     /* b's side reset or failed: reset both */
+	RELAY_IDLE,	     /* no byte moved either way for the idle limit */
 	RELAY_ERROR,	     /* a system call of our own failed */
 };
 
@@ -28,9 +29,11 @@ struct relay_result {
 
 /*
  * Relay between a and b, both non-blocking, until both directions are
- * shut or one side fails. Without a pipe for splice() (EMFILE...), the
+ * shut, one side fails, or (idle_timeout_ms > 0) no byte has moved either
+ * way for idle_timeout_ms. Without a pipe for splice() (EMFILE...), the
  * small buffer still does the job.
  */
-void relay_run(int a_fd, int b_fd, struct relay_result *result);
+void relay_run(int a_fd, int b_fd, int idle_timeout_ms,
+	       struct relay_result *result);
 
 #endif

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <time.h>
@@ -40,6 +41,15 @@ int set_nonblocking(int fd)
 int set_int_option(int fd, int level, int name, int value)
 {
 	return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+int set_keepalive(int fd, int idle_s, int interval_s, int probes)
+{
+	if (set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1) != 0 ||
+	    set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s) != 0 ||
+	    set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, interval_s) != 0)
+		return -1;
+	return set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, probes);
 }
 
 int set_transparent(int fd, int family)

@@ -21,6 +21,12 @@ int64_t monotonic_ms(void);
 int set_nonblocking(int fd);
 int set_int_option(int fd, int level, int name, int value);
 
+/*
+ * TCP keepalive: the first probe after idle_s seconds without traffic, then
+ * one every interval_s; the connection fails (ETIMEDOUT) after probes
+ * unanswered ones.
+ */
+int set_keepalive(int fd, int idle_s, int interval_s, int probes);
 /* IP_TRANSPARENT or IPV6_TRANSPARENT, as family calls for. */
 int set_transparent(int fd, int family);
 /* Its name for a log line: "IP_TRANSPARENT" or "IPV6_TRANSPARENT". */

@@ -1,8 +1,8 @@
 /*
  * udp: the long-lived datagram mode (see udp.h).
  *
- * The file follows the data: a flow and the proxy's state; the flow table
- * (hash, idle order, expiry, the cap); opening a flow; a datagram from a
+ * The file follows the data: a flow and the proxy's state; opening a flow
+ * (its entry in flowtable.c, its socket from spoof.c); a datagram from a
  * load balancer to its flow; replies back; set-up and the event loop.
  * Holds nothing of TCP; the socket from the client's address is spoof.c's.
  */
@@ -10,6 +10,7 @@
 #include "udp.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -17,11 +18,13 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "flowtable.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -37,16 +40,14 @@
  * client address:port) pair, with its own socket bound to the client's
  * address and connected to the target, so the application sees the client
  * and its replies come back to that socket, to be sent on to the load
- * balancer. Flows live in a hash table for lookup and in a list ordered by
- * last activity: since every flow has the same idle limit, that order is
- * also expiry order, so expiring never scans a live flow.
+ * balancer. The flows themselves are flowtable.c's.
  */
 /* Room for one IP_PKTINFO or IPV6_PKTINFO control message. */
 #define UDP_CONTROL_SIZE CMSG_SPACE(sizeof(struct in6_pktinfo))
 
+/* A flow: its entry in the table (first, see flowtable.h), then its own. */
 struct udp_flow {
-	struct sockaddr_storage lb_addr;
-	struct sockaddr_storage client_addr; /* AF_UNSPEC for LOCAL/UNSPEC */
+	struct flow entry; /* load balancer, client, idle order */
 	struct sockaddr_storage target_addr;
 	/*
 	 * For replies: the address the load balancer sent to, as a PKTINFO
@@ -60,16 +61,25 @@ struct udp_flow {
 	} reply_control;
 	size_t reply_control_len;
 	int fd;
-	int64_t last_active_ms;
-	struct udp_flow *hash_next;
-	struct udp_flow *idle_prev; /* toward the least recently active */
-	struct udp_flow *idle_next;
 };
 
 enum {
 	UDP_BATCH = 32,
 	UDP_BUFFER_SIZE = 65536,
 	UDP_RECEIVE_BUFFER = 4 << 20,
+	/*
+	 * Batches read from one socket before the loop moves on: a steady
+	 * stream into the listening socket (even of datagrams dropped once
+	 * read) must not starve the replies, nor the expiry of idle flows.
+	 * epoll is level-triggered, so what is left is read on the next pass.
+	 */
+	UDP_LB_BATCHES_PER_PASS = 8,
+	UDP_REPLY_BATCHES_PER_PASS = 2,
+	/*
+	 * Descriptors that are not flows: 0-2, the listening socket, epoll,
+	 * signalfd, syslog's socket, and room to spare.
+	 */
+	UDP_OTHER_FDS = 16,
 };
 
 /* Why datagrams were dropped, counted for the log. */
@@ -77,7 +87,6 @@ enum udp_drop {
 	UDP_DROP_NOT_ALLOWED,
 	UDP_DROP_BAD_HEADER,
 	UDP_DROP_NOT_DGRAM,
-	UDP_DROP_FLOW_LIMIT,
 	UDP_DROP_FLOW_FAILED,
 	UDP_DROP_COUNT,
 };
@@ -86,7 +95,6 @@ static const char *const udp_drop_reasons[] = {
 	[UDP_DROP_NOT_ALLOWED] = "load balancer not in allowed subnets",
 	[UDP_DROP_BAD_HEADER] = "no valid PROXY v2 header",
 	[UDP_DROP_NOT_DGRAM] = "header transport is not DGRAM",
-	[UDP_DROP_FLOW_LIMIT] = "flow limit reached",
 	[UDP_DROP_FLOW_FAILED] = "could not open the flow's socket",
 };
 
@@ -97,18 +105,11 @@ struct udp_proxy {
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
-	struct udp_flow *flow_pool; /* max_flows entries, reserved up front */
-	unsigned flows_handed_out;  /* pool entries used at least once */
-	struct udp_flow *free_flows; /* closed flows, for reuse */
-	uint32_t hash_seed;
-	struct udp_flow **buckets;
-	size_t bucket_mask;
-	struct udp_flow *idle_head; /* least recently active */
-	struct udp_flow *idle_tail;
-	unsigned live_flows;
-	int64_t idle_limit_ms;
+	struct flow_table flows;
 	uint64_t drops[UDP_DROP_COUNT];
+	uint64_t evictions;
 	struct rate_limit drop_log;
+	struct rate_limit eviction_log;
 	struct rate_limit send_error_log;
 	/* Receive batch: one buffer per datagram, allocated once. */
 	uint8_t *buffers;
@@ -124,77 +125,13 @@ struct udp_proxy {
 	struct iovec send_iovecs[UDP_BATCH];
 };
 
-/* FNV-1a over the parts of an address that identify it. */
-static uint32_t hash_address(uint32_t hash, const struct sockaddr_storage *addr)
-{
-	const uint8_t *bytes = NULL;
-	size_t len = 0;
-	uint16_t port = 0;
+/* The flow a table entry belongs to: the entry is its first member. */
+_Static_assert(offsetof(struct udp_flow, entry) == 0,
+	       "flowtable.c hands out entries as struct flow");
 
-	/* AF_UNSPEC (a flow without client) hashes as no address at all. */
-	if (addr->ss_family == AF_INET || addr->ss_family == AF_INET6) {
-		bytes = netaddr_bytes(addr, &len);
-		port = htons(netaddr_port(addr));
-	}
-	for (size_t i = 0; i < len; i++)
-		hash = (hash ^ bytes[i]) * 16777619u;
-	hash = (hash ^ (port & 0xff)) * 16777619u;
-	return (hash ^ (uint32_t)(port >> 8)) * 16777619u;
-}
-
-static struct udp_flow **udp_bucket(struct udp_proxy *proxy,
-				    const struct sockaddr_storage *lb,
-				    const struct sockaddr_storage *client)
+static struct udp_flow *udp_flow_of(struct flow *entry)
 {
-	uint32_t hash = hash_address(hash_address(proxy->hash_seed, lb), client);
-	return &proxy->buckets[hash & proxy->bucket_mask];
-}
-
-static struct udp_flow *udp_find_flow(struct udp_proxy *proxy,
-				      const struct sockaddr_storage *lb,
-				      const struct sockaddr_storage *client)
-{
-	for (struct udp_flow *flow = *udp_bucket(proxy, lb, client); flow;
-	     flow = flow->hash_next)
-		if (netaddr_same(&flow->lb_addr, lb) &&
-		    netaddr_same(&flow->client_addr, client))
-			return flow;
-	return NULL;
-}
-
-static void idle_list_remove(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	if (flow->idle_prev)
-		flow->idle_prev->idle_next = flow->idle_next;
-	else
-		proxy->idle_head = flow->idle_next;
-	if (flow->idle_next)
-		flow->idle_next->idle_prev = flow->idle_prev;
-	else
-		proxy->idle_tail = flow->idle_prev;
-	flow->idle_prev = flow->idle_next = NULL;
-}
-
-static void idle_list_append(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	flow->idle_prev = proxy->idle_tail;
-	flow->idle_next = NULL;
-	if (proxy->idle_tail)
-		proxy->idle_tail->idle_next = flow;
-	else
-		proxy->idle_head = flow;
-	proxy->idle_tail = flow;
-}
-
-/* Activity in either direction keeps a flow alive. */
-static void udp_touch_flow(struct udp_proxy *proxy, struct udp_flow *flow,
-			   int64_t now_ms)
-{
-	flow->last_active_ms = now_ms;
-	if (proxy->idle_tail != flow) {
-		idle_list_remove(proxy, flow);
-		idle_list_append(proxy, flow);
-	}
+	return (struct udp_flow *)entry;
 }
 
 static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
@@ -207,58 +144,54 @@ static void udp_log_flow(const char *event, const struct udp_proxy *proxy,
 		return;
 	log_msg(LOG_INFO, "udp flow %s client=%s lb=%s target=%s flows=%u",
 		event,
-		netaddr_format(&flow->client_addr, client, sizeof client),
-		netaddr_format(&flow->lb_addr, lb, sizeof lb),
+		netaddr_format(&flow->entry.client_addr, client, sizeof client),
+		netaddr_format(&flow->entry.lb_addr, lb, sizeof lb),
 		netaddr_format(&flow->target_addr, target, sizeof target),
-		proxy->live_flows);
-}
-
-/*
- * A flow entry: a closed one if any, else the next never-used one of the
- * pool, so the pool's pages are touched only as the flow count grows.
- */
-static struct udp_flow *udp_take_flow(struct udp_proxy *proxy)
-{
-	struct udp_flow *flow = proxy->free_flows;
-
-	if (flow != NULL) {
-		proxy->free_flows = flow->hash_next;
-		return flow;
-	}
-	if (proxy->flows_handed_out < proxy->opts->max_flows)
-		return &proxy->flow_pool[proxy->flows_handed_out++];
-	return NULL;
-}
-
-static void udp_release_flow(struct udp_proxy *proxy, struct udp_flow *flow)
-{
-	flow->hash_next = proxy->free_flows;
-	proxy->free_flows = flow;
+		proxy->flows.live);
 }
 
 static void udp_close_flow(struct udp_proxy *proxy, struct udp_flow *flow,
 			   const char *why)
 {
-	struct udp_flow **link = udp_bucket(proxy, &flow->lb_addr,
-					    &flow->client_addr);
-
-	while (*link != flow)
-		link = &(*link)->hash_next;
-	*link = flow->hash_next;
-	idle_list_remove(proxy, flow);
 	close(flow->fd); /* also removes it from the epoll set */
-	proxy->live_flows--;
+	flow->fd = -1;   /* an event already fetched for it is stale */
+	flow_table_remove(&proxy->flows, &flow->entry);
 	udp_log_flow(why, proxy, flow);
-	udp_release_flow(proxy, flow);
 }
 
 static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 {
-	while (proxy->idle_head &&
-	       now_ms - proxy->idle_head->last_active_ms >= proxy->idle_limit_ms) {
-		udp_close_flow(proxy, proxy->idle_head, "closed (idle)");
+	struct flow *expired;
+
+	while ((expired = flow_table_expired(&proxy->flows, now_ms)) != NULL) {
+		udp_close_flow(proxy, udp_flow_of(expired), "closed (idle)");
 		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EXPIRED);
 	}
+}
+
+static bool udp_table_is_full(const struct udp_proxy *proxy)
+{
+	return proxy->flows.live >= proxy->flows.max_flows;
+}
+
+/*
+ * The table is full: the least recently used flow makes room, so a burst
+ * of new clients never locks the next ones out until --close-after. Its
+ * client's next datagram opens a new flow (and evicts another).
+ */
+static void udp_evict_flow(struct udp_proxy *proxy)
+{
+	proxy->evictions++;
+	if (log_wants(LOG_LEVEL_ERRORS) &&
+	    rate_limit_allows(&proxy->eviction_log, LOG_INTERVAL_S))
+		log_msg(LOG_WARNING,
+			"udp: the flow table is full (--max-flows %u): evicted "
+			"the least recently used flow (evicted so far: %llu)",
+			proxy->flows.max_flows,
+			(unsigned long long)proxy->evictions);
+	udp_close_flow(proxy, udp_flow_of(flow_table_oldest(&proxy->flows)),
+		       "closed (evicted)");
+	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EVICTED);
 }
 
 /* The shared counters' name for each drop reason. */
@@ -266,7 +199,6 @@ static const enum metrics_udp_drop metrics_drop_of[] = {
 	[UDP_DROP_NOT_ALLOWED] = METRICS_UDP_DROP_NOT_ALLOWED,
 	[UDP_DROP_BAD_HEADER] = METRICS_UDP_DROP_BAD_HEADER,
 	[UDP_DROP_NOT_DGRAM] = METRICS_UDP_DROP_NOT_DGRAM,
-	[UDP_DROP_FLOW_LIMIT] = METRICS_UDP_DROP_FLOW_LIMIT,
 	[UDP_DROP_FLOW_FAILED] = METRICS_UDP_DROP_FLOW_FAILED,
 };
 
@@ -283,7 +215,7 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 		log_msg(LOG_WARNING,
 			"udp: dropped a datagram from lb=%s: %s%s%s%s (dropped "
 			"so far: %llu not allowed, %llu bad header, %llu not "
-			"DGRAM, %llu flow limit, %llu socket failure)",
+			"DGRAM, %llu socket failure)",
 			netaddr_format(lb, lb_text, sizeof lb_text),
 			udp_drop_reasons[reason], error ? ": " : "",
 			error ? strerror(error) : "",
@@ -291,7 +223,6 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_ALLOWED],
 			(unsigned long long)proxy->drops[UDP_DROP_BAD_HEADER],
 			(unsigned long long)proxy->drops[UDP_DROP_NOT_DGRAM],
-			(unsigned long long)proxy->drops[UDP_DROP_FLOW_LIMIT],
 			(unsigned long long)proxy->drops[UDP_DROP_FLOW_FAILED]);
 }
 
@@ -309,14 +240,14 @@ static int udp_open_flow_socket(const struct udp_proxy *proxy,
 				const struct udp_flow *flow)
 {
 	const struct options *opts = proxy->opts;
-	bool spoofed = flow->client_addr.ss_family != AF_UNSPEC;
+	bool spoofed = flow->entry.client_addr.ss_family != AF_UNSPEC;
 	struct spoof_options spoof = {
 		.mark = opts->mark_given ? &opts->mark : NULL,
 		.port = SPOOF_PORT_FALLBACK,
 		.connect_timeout_ms = opts->connect_timeout_ms,
 	};
 	struct spoof_failure failure;
-	int fd = spoof_open(SOCK_DGRAM, spoofed ? &flow->client_addr : NULL,
+	int fd = spoof_open(SOCK_DGRAM, spoofed ? &flow->entry.client_addr : NULL,
 			    &flow->target_addr, &spoof, &failure);
 
 	if (fd < 0)
@@ -330,15 +261,11 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 				      const struct proxyhdr *header,
 				      int64_t now_ms)
 {
-	struct udp_flow *flow = udp_take_flow(proxy);
+	if (udp_table_is_full(proxy))
+		udp_evict_flow(proxy);
+	struct flow *entry = flow_table_insert(&proxy->flows, lb, client, now_ms);
 
-	if (flow == NULL) {
-		udp_count_drop(proxy, UDP_DROP_FLOW_LIMIT, lb, 0);
-		return NULL;
-	}
-	memset(flow, 0, sizeof *flow);
-	flow->lb_addr = *lb;
-	flow->client_addr = *client;
+	struct udp_flow *flow = udp_flow_of(entry);
 	flow->target_addr = endpoint_target(
 		proxy->opts, header,
 		client->ss_family != AF_UNSPEC ? client : NULL, lb);
@@ -349,17 +276,10 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 		int error = errno;
 		if (flow->fd >= 0)
 			close(flow->fd);
-		udp_release_flow(proxy, flow);
+		flow_table_remove(&proxy->flows, entry);
 		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb, error);
 		return NULL;
 	}
-	struct udp_flow **bucket = udp_bucket(proxy, &flow->lb_addr,
-					      &flow->client_addr);
-	flow->hash_next = *bucket;
-	*bucket = flow;
-	flow->last_active_ms = now_ms;
-	idle_list_append(proxy, flow);
-	proxy->live_flows++;
 	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_OPENED);
 	udp_log_flow("open", proxy, flow);
 	return flow;
@@ -388,7 +308,7 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 			subnets_contains(proxy->allowed,
 					 (const struct sockaddr *)lb);
 
-	if (!admitted && proxy->live_flows == 0) {
+	if (!admitted && proxy->flows.live == 0) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
@@ -413,15 +333,16 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	}
 	struct sockaddr_storage client;
 	endpoint_header_client(&header, &client);
-	struct udp_flow *flow = udp_find_flow(proxy, lb, &client);
-	if (flow == NULL && !admitted) {
+	struct flow *entry = flow_table_find(&proxy->flows, lb, &client);
+	if (entry == NULL && !admitted) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
-	if (flow == NULL)
-		flow = udp_open_flow(proxy, lb, &client, &header, now_ms);
+	struct udp_flow *flow =
+		entry != NULL ? udp_flow_of(entry)
+			      : udp_open_flow(proxy, lb, &client, &header, now_ms);
 	if (flow != NULL) {
-		udp_touch_flow(proxy, flow, now_ms);
+		flow_table_touch(&proxy->flows, &flow->entry, now_ms);
 		*header_len = header.header_len;
 	}
 	return flow;
@@ -546,6 +467,13 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 	for (unsigned i = 0; i < count; i++) {
 		uint8_t *datagram = proxy->iovecs[i].iov_base;
 		size_t len = proxy->messages[i].msg_len, header_len = 0;
+		/* A new flow may evict the run's: send the run first. */
+		if (run_length > 0 && udp_table_is_full(proxy)) {
+			udp_send_payloads(proxy, run_flow,
+					  proxy->send_messages, run_length);
+			run_length = 0;
+			run_flow = NULL;
+		}
 		struct udp_flow *flow = udp_flow_for(
 			proxy, datagram, len, &proxy->sources[i], now_ms,
 			&header_len);
@@ -574,7 +502,7 @@ static void udp_forward_batch(struct udp_proxy *proxy, unsigned count)
 
 static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 {
-	for (;;) {
+	for (int batch = 0; batch < UDP_LB_BATCHES_PER_PASS; batch++) {
 		udp_setup_batch(proxy, true);
 		int count = recvmmsg(proxy->listen_fd, proxy->messages,
 				     UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -594,7 +522,9 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 /* Replies from the application go back, as plain payload, to the flow's load balancer. */
 static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 {
-	for (;;) {
+	for (int batch = 0; batch < UDP_REPLY_BATCHES_PER_PASS; batch++) {
+		if (flow->fd < 0) /* closed earlier in this pass */
+			return;
 		udp_setup_batch(proxy, false);
 		int count = recvmmsg(flow->fd, proxy->messages, UDP_BATCH,
 				     MSG_DONTWAIT, NULL);
@@ -607,8 +537,8 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 		for (int i = 0; i < count; i++) {
 			struct msghdr *msg = &proxy->messages[i].msg_hdr;
 			proxy->iovecs[i].iov_len = proxy->messages[i].msg_len;
-			msg->msg_name = &flow->lb_addr;
-			msg->msg_namelen = netaddr_length(&flow->lb_addr);
+			msg->msg_name = &flow->entry.lb_addr;
+			msg->msg_namelen = netaddr_length(&flow->entry.lb_addr);
 			if (flow->reply_control_len > 0) {
 				msg->msg_control = flow->reply_control.bytes;
 				msg->msg_controllen = flow->reply_control_len;
@@ -628,36 +558,73 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 			metrics_count_udp_datagrams(proxy->metrics,
 						    METRICS_UDP_TO_LB,
 						    (uint64_t)sent);
-		udp_touch_flow(proxy, flow, monotonic_ms());
+		flow_table_touch(&proxy->flows, &flow->entry, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;
 	}
+}
+
+/*
+ * Each flow holds a descriptor. Outside a unit that sets LimitNOFILE, the
+ * soft limit is usually 1024: raise it to the hard limit, as a server that
+ * needs descriptors should. If even that cannot hold --max-flows, say so
+ * and use what fits; the table then evicts at that size instead of
+ * failing to open sockets. Returns the number of flows to allow.
+ */
+static unsigned udp_flows_that_fit(unsigned wanted)
+{
+	struct rlimit limit;
+	rlim_t needed = (rlim_t)wanted + UDP_OTHER_FDS;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+		die(EXIT_SYSTEM, "getrlimit RLIMIT_NOFILE: %s",
+		    strerror(errno));
+	if (limit.rlim_cur < needed) {
+		/* An unlimited hard limit still has the kernel's nr_open. */
+		limit.rlim_cur = limit.rlim_max == RLIM_INFINITY
+					 ? needed
+					 : limit.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+			die(EXIT_SYSTEM, "setrlimit RLIMIT_NOFILE %llu: %s",
+			    (unsigned long long)limit.rlim_cur,
+			    strerror(errno));
+	}
+	if (limit.rlim_cur >= needed)
+		return wanted;
+	if (limit.rlim_cur <= 2 * UDP_OTHER_FDS)
+		die(EXIT_SYSTEM,
+		    "--max-flows %u: the open file limit of %llu leaves "
+		    "almost no room for flows; raise it (LimitNOFILE=)",
+		    wanted, (unsigned long long)limit.rlim_cur);
+	unsigned fit = (unsigned)(limit.rlim_cur - UDP_OTHER_FDS);
+	log_msg(LOG_WARNING,
+		"--max-flows %u needs more open files than the limit of %llu: "
+		"using --max-flows %u (raise the hard limit, LimitNOFILE=, for "
+		"more)",
+		wanted, (unsigned long long)limit.rlim_cur, fit);
+	return fit;
 }
 
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 		     const struct options *opts, struct subnets *allowed,
 		     struct metrics *metrics)
 {
-	size_t buckets = 1;
+	uint32_t hash_seed;
 
 	memset(proxy, 0, sizeof *proxy);
 	proxy->opts = opts;
 	proxy->allowed = allowed;
 	proxy->metrics = metrics;
 	proxy->listen_fd = listen_fd;
-	proxy->idle_limit_ms = (int64_t)opts->close_after_s * 1000;
-	while (buckets < opts->max_flows)
-		buckets <<= 1;
-	proxy->bucket_mask = buckets - 1;
-	/* Reserved, not touched: pages are used only as flows appear. */
-	proxy->flow_pool = calloc(opts->max_flows, sizeof *proxy->flow_pool);
-	proxy->buckets = calloc(buckets, sizeof *proxy->buckets);
-	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
-	if (!proxy->flow_pool || !proxy->buckets || !proxy->buffers)
-		return -1;
 	/* Flooding one hash chain must take more than knowing FNV-1a. */
-	if (getrandom(&proxy->hash_seed, sizeof proxy->hash_seed, 0) !=
-	    sizeof proxy->hash_seed)
+	if (getrandom(&hash_seed, sizeof hash_seed, 0) != sizeof hash_seed)
+		return -1;
+	if (flow_table_init(&proxy->flows, udp_flows_that_fit(opts->max_flows),
+			    sizeof(struct udp_flow),
+			    (int64_t)opts->close_after_s * 1000, hash_seed) != 0)
+		return -1;
+	proxy->buffers = malloc((size_t)UDP_BATCH * UDP_BUFFER_SIZE);
+	if (proxy->buffers == NULL)
 		return -1;
 	proxy->signal_fd = signals_open_fd();
 	proxy->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -700,25 +667,16 @@ static int udp_setup(struct udp_proxy *proxy, int listen_fd,
 
 static void udp_teardown(struct udp_proxy *proxy)
 {
-	while (proxy->idle_head) {
-		udp_close_flow(proxy, proxy->idle_head, "closed (exit)");
+	struct flow *oldest;
+
+	while ((oldest = flow_table_oldest(&proxy->flows)) != NULL) {
+		udp_close_flow(proxy, udp_flow_of(oldest), "closed (exit)");
 		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_CLOSED);
 	}
 	close(proxy->epoll_fd);
 	close(proxy->signal_fd);
-	free(proxy->flow_pool);
-	free(proxy->buckets);
+	flow_table_free(&proxy->flows);
 	free(proxy->buffers);
-}
-
-/* Sleep until the least recently active flow is due, or a second at most. */
-static int udp_wait_ms(const struct udp_proxy *proxy, int64_t now_ms)
-{
-	if (proxy->idle_head == NULL)
-		return -1;
-	int64_t due = proxy->idle_head->last_active_ms + proxy->idle_limit_ms -
-		      now_ms;
-	return due <= 0 ? 0 : due > 1000 ? 1000 : (int)due;
 }
 
 /*
@@ -755,7 +713,8 @@ int udp_run(int listen_fd, const struct options *opts,
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
 	for (;;) {
 		int count = epoll_wait(proxy.epoll_fd, events, 64,
-				       udp_wait_ms(&proxy, monotonic_ms()));
+				       flow_table_wait_ms(&proxy.flows,
+							  monotonic_ms()));
 		if (count < 0 && errno != EINTR)
 			die(EXIT_SYSTEM, "epoll_wait: %s", strerror(errno));
 		for (int i = 0; i < count; i++) {

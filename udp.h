@@ -3,8 +3,9 @@
  *
  * Each datagram from a load balancer starts with a PROXY v2 header; a flow
  * per (load balancer, client) pair has its own socket from the client's
- * address to the target, and carries the replies back. Holds the flows,
- * their expiry, batching and the event loop. Holds nothing of TCP.
+ * address to the target, and carries the replies back. Holds the flows'
+ * sockets, batching and the event loop; the table that finds and expires
+ * flows is flowtable.h. Holds nothing of TCP.
  */
 #ifndef UDP_H
 #define UDP_H

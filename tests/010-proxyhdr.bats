@@ -43,8 +43,12 @@ run_group() {
 	run_group tlv
 }
 
-@test "CRC32C matches the RFC 3720 check values" {
+@test "CRC32C matches the RFC 3720 check values and a bit-by-bit reference, by CPU instruction and by table" {
 	run_group crc
+}
+
+@test "a header with more than one CRC32C TLV is refused, and the largest valid header is accepted" {
+	run_group crc-tlv
 }
 
 @test "every parse error has its own sentence" {

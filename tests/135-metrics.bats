@@ -65,7 +65,7 @@ hex_of() {
 
 ENDS="done backend-closed health not-allowed not-diverted no-header bad-header
 header-timeout header-truncated bind-failed backend-refused connect-timeout
-client-reset backend-reset error"
+client-reset backend-reset idle-timeout loop error"
 
 @test "after a known mix of connections, every counter equals what was sent" {
 	backend_start echo "$(port 1)"
@@ -102,13 +102,13 @@ client-reset backend-reset error"
 	for end in $ENDS; do
 		expect_metric "mmproxy_connections_ended_total{end=\"$end\"}" "$(grep -c " end=$end\$" "$MMPROXY_LOG")"
 	done
-	for reason in not-allowed not-diverted no-header bad-header header-timeout header-truncated; do
+	for reason in not-allowed not-diverted no-header bad-header header-timeout header-truncated loop; do
 		expect_metric "mmproxy_connections_refused_total{reason=\"$reason\"}" \
 			"$(metric "mmproxy_connections_ended_total{end=\"$reason\"}")"
 	done
 	expect_metric 'mmproxy_bad_headers_total{kind="v2-crc32c"}' 1
 	expect_metric 'mmproxy_bad_headers_total{kind="v1-port"}' 1
-	[ "$(grep -c '^mmproxy_bad_headers_total' "$TEST_DIR/scrape.txt")" -eq 12 ]
+	[ "$(grep -c '^mmproxy_bad_headers_total' "$TEST_DIR/scrape.txt")" -eq 14 ]
 	[ "$(awk '/^mmproxy_bad_headers_total/ { s += $2 } END { print s }' "$TEST_DIR/scrape.txt")" -eq 2 ]
 	expect_metric 'mmproxy_bytes_total{direction="up"}' 3000
 	expect_metric 'mmproxy_bytes_total{direction="down"}' 3000

@@ -229,7 +229,7 @@ assert_dropped_then_good() {
 	udp_mmproxy_start "$(port 0)" "$(port 1)" -v 1
 
 	run udpclient --bad garbage -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
-	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 socket failure\)'
 	refute_log 'udp flow open' "$MMPROXY_LOG"
 }
 
@@ -238,7 +238,7 @@ assert_dropped_then_good() {
 	udp_mmproxy_start "$(port 0)" "$(port 1)"
 
 	run udpclient --bad truncated -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
-	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 socket failure\)'
 }
 
 @test "a load balancer outside the allowed subnets is dropped with a log line, and an allowed one right after gets through" {
@@ -250,7 +250,7 @@ assert_dropped_then_good() {
 	[ "$(field sent "$output")" = 1 ]
 
 	run udpclient -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
-	assert_dropped_then_good 'load balancer not in allowed subnets \(dropped so far: 1 not allowed, 0 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	assert_dropped_then_good 'load balancer not in allowed subnets \(dropped so far: 1 not allowed, 0 bad header, 0 not DGRAM, 0 socket failure\)'
 	grep -qE 'dropped a datagram from lb=127\.0\.0\.2:' "$MMPROXY_LOG"
 }
 
@@ -259,7 +259,7 @@ assert_dropped_then_good() {
 	udp_mmproxy_start "$(port 0)" "$(port 1)"
 
 	run udpclient --bad stream -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
-	assert_dropped_then_good 'header transport is not DGRAM \(dropped so far: 0 not allowed, 0 bad header, 1 not DGRAM, 0 flow limit, 0 socket failure\)'
+	assert_dropped_then_good 'header transport is not DGRAM \(dropped so far: 0 not allowed, 0 bad header, 1 not DGRAM, 0 socket failure\)'
 }
 
 @test "a v1 text header is dropped with a log line, and a good datagram right after gets through" {
@@ -267,30 +267,82 @@ assert_dropped_then_good() {
 	udp_mmproxy_start "$(port 0)" "$(port 1)"
 
 	run udpclient --bad v1 -s 192.0.2.10:40000 "127.0.0.1:$(port 0)"
-	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 flow limit, 0 socket failure\)'
+	assert_dropped_then_good 'no valid PROXY v2 header \(dropped so far: 0 not allowed, 1 bad header, 0 not DGRAM, 0 socket failure\)'
 }
 
-@test "with --max-flows 3 a 4th client is refused with a log line while the first 3 keep working" {
+# udp_client_at INDEX: one datagram from client 198.51.100.(INDEX+1) through
+# load balancer $lb, and its reply back.
+udp_client_at() {
+	run udpclient -b "$lb" --clients 1 --first "$1" "127.0.0.1:$(port 0)"
+	assert_all_replies 1
+}
+
+@test "with --max-flows 3 a 4th client evicts the least recently used flow, with a log line, and every client is served" {
 	local lb
 	lb=127.0.0.1:$(port 5) # one load balancer address:port, so flow keys repeat
 	udp_backend_start "$(port 1)"
 	udp_mmproxy_start "$(port 0)" "$(port 1)" --max-flows 3
 
-	run udpclient -b "$lb" --clients 3 "127.0.0.1:$(port 0)" # 198.51.100.1-3
-	assert_all_replies 3
+	udp_client_at 0 # 198.51.100.1
+	udp_client_at 1 # 198.51.100.2
+	udp_client_at 2 # 198.51.100.3
+	udp_client_at 0 # .1 again: now .2 is the least recently used
+	udp_client_at 3 # 198.51.100.4 takes .2's place
 
-	run udpclient -b "$lb" --clients 1 --first 3 --expect 0 "127.0.0.1:$(port 0)" # 198.51.100.4
-	[ "$status" -eq 0 ]
-	wait_for_log "$MMPROXY_LOG" "udp: dropped a datagram from lb=$lb: flow limit reached \(dropped so far: 0 not allowed, 0 bad header, 0 not DGRAM, 1 flow limit, 0 socket failure\)" 5
+	wait_for_log "$MMPROXY_LOG" "udp flow closed \(evicted\) client=198\.51\.100\.2:40000 lb=$lb " 5
+	wait_for_log "$MMPROXY_LOG" "udp: the flow table is full \(--max-flows 3\): evicted the least recently used flow \(evicted so far: 1\)" 5
+	refute_log 'flow limit reached' "$MMPROXY_LOG"
 
-	run udpclient -b "$lb" --clients 3 -n 2 "127.0.0.1:$(port 0)"
-	assert_all_replies 6
+	# .1, .3 and .4 keep their flows; .2 comes back with a new one,
+	# evicting .3, the least recently used by then.
+	udp_client_at 0
+	udp_client_at 3
+	udp_client_at 1
+	wait_for_log "$MMPROXY_LOG" "udp flow closed \(evicted\) client=198\.51\.100\.3:40000 " 5
+	[ "$(grep -c 'udp flow open ' "$MMPROXY_LOG")" -eq 5 ]
+	[ "$(grep -c 'udp flow open client=198\.51\.100\.2:' "$MMPROXY_LOG")" -eq 2 ]
+	wait_for_file_lines "$BACKEND_LOG" 8
+	[ "$(wc -l <"$BACKEND_LOG")" -eq 8 ]
+}
 
-	wait_for_file_lines "$BACKEND_LOG" 9
-	[ "$(wc -l <"$BACKEND_LOG")" -eq 9 ]
-	[ "$(backend_peers | sort -u | tr '\n' ' ')" = "198.51.100.1:40000 198.51.100.2:40000 198.51.100.3:40000 " ]
-	[ "$(grep -c 'udp flow open ' "$MMPROXY_LOG")" -eq 3 ]
-	refute_log 'client=198\.51\.100\.4:' "$MMPROXY_LOG"
+# The soft and hard "Max open files" of process $1.
+open_file_limits() {
+	awk '/^Max open files/ { print $4, $5 }' "/proc/$1/limits"
+}
+
+@test "a soft open-file limit below --max-flows is raised to the hard limit at start-up" {
+	udp_backend_start "$(port 1)"
+	start_bg mmproxy prlimit --nofile=64:4096 "$MMPROXY" -p udp -l "127.0.0.1:$(port 0)" \
+		-4 "127.0.0.1:$(port 1)" --allowed-subnets "$ALLOWED_SUBNETS" --max-flows 1000 -v 2
+	MMPROXY_PID=$BG_PID MMPROXY_LOG=$TEST_DIR/mmproxy.err
+	wait_for_listen "$(port 0)" udp
+	[ "$(open_file_limits "$MMPROXY_PID")" = "4096 4096" ]
+	refute_log 'max-flows' "$MMPROXY_LOG"
+
+	# 100 clients at once all get their own flow: more than 64 descriptors.
+	run udpclient --clients 100 "127.0.0.1:$(port 0)"
+	assert_all_replies 100
+	refute_log 'could not open the flow' "$MMPROXY_LOG"
+}
+
+@test "when the hard open-file limit cannot hold --max-flows, mmproxy says so and evicts at the number that fits" {
+	udp_backend_start "$(port 1)"
+	start_bg mmproxy prlimit --nofile=64:64 "$MMPROXY" -p udp -l "127.0.0.1:$(port 0)" \
+		-4 "127.0.0.1:$(port 1)" --allowed-subnets "$ALLOWED_SUBNETS" --max-flows 1000 -v 2
+	MMPROXY_PID=$BG_PID MMPROXY_LOG=$TEST_DIR/mmproxy.err
+	wait_for_listen "$(port 0)" udp
+	wait_for_log "$MMPROXY_LOG" "--max-flows 1000 needs more open files than the limit of 64: using --max-flows [0-9]+" 5
+	local cap
+	cap=$(grep -oE 'using --max-flows [0-9]+' "$MMPROXY_LOG" | grep -oE '[0-9]+$')
+	echo "# cap: $cap"
+	[ "$cap" -gt 0 ] && [ "$cap" -lt 64 ]
+
+	# More clients than fit: each still gets its reply, the oldest flows
+	# make room, and no socket fails for want of a descriptor.
+	run udpclient --clients 100 --window 1 "127.0.0.1:$(port 0)"
+	assert_all_replies 100
+	wait_for_log "$MMPROXY_LOG" "udp flow closed \(evicted\) " 5
+	refute_log 'could not open the flow' "$MMPROXY_LOG"
 }
 
 @test "under socket activation a datagram socket on fd 3 relays a datagram with the client's address" {

@@ -101,7 +101,6 @@ assert_replies() {
 	expect_metric 'mmproxy_udp_datagrams_total{path="to-lb"}' 15
 	expect_metric 'mmproxy_udp_dropped_total{reason="bad-header"}' 2
 	expect_metric 'mmproxy_udp_dropped_total{reason="not-dgram"}' 1
-	expect_metric 'mmproxy_udp_dropped_total{reason="flow-limit"}' 0
 	expect_metric 'mmproxy_udp_dropped_total{reason="flow-failed"}' 0
 	expect_metric 'mmproxy_udp_dropped_total{reason="send-failed"}' 0
 	expect_metric mmproxy_udp_flows_opened_total 6
@@ -114,14 +113,16 @@ assert_replies() {
 	expect_metric mmproxy_udp_flows_live 0
 }
 
-@test "at --max-flows, a datagram that would open one more flow is counted as a flow-limit drop" {
+@test "at --max-flows, a new flow evicts the least recently used one, counted as evicted" {
 	udp_start --max-flows 1
 	run udpclient -s 192.0.2.64:40000 -w 10 "127.0.0.1:$(port 0)"
 	assert_replies 1
-	run udpclient -s 192.0.2.65:40000 --expect 0 "127.0.0.1:$(port 0)"
-	wait_until 10 _scraped_equals 'mmproxy_udp_dropped_total{reason="flow-limit"}' 1
-	expect_metric mmproxy_udp_flows_opened_total 1
+	run udpclient -s 192.0.2.65:40000 -w 10 "127.0.0.1:$(port 0)"
+	assert_replies 1
+	wait_until 10 _scraped_equals mmproxy_udp_flows_evicted_total 1
+	expect_metric mmproxy_udp_flows_opened_total 2
 	expect_metric mmproxy_udp_flows_live 1
+	expect_metric mmproxy_udp_flows_expired_total 0
 }
 
 @test "a UDP reload admits a new load balancer, and a flow it opened lives on after a reload removes it" {

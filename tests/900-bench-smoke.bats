@@ -18,7 +18,7 @@ row() {
 	grep -m1 -E "^$1 " <<<"$output"
 }
 
-@test "a one-second benchmark run completes and prints a ratio to direct for every scenario" {
+@test "a one-second benchmark run completes and prints a ratio to direct for every scenario, and the header parse time" {
 	cd "$REPO"
 	run env BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_IDLE_CONNS=50 \
 		BENCH_PINGPONG_CONNS=10 BENCH_RESULTS_DIR="$BATS_TEST_TMPDIR" \
@@ -46,6 +46,10 @@ row() {
 	read -r _ unit cpu _ <<<"$(grep -A1 '^CPU time' <<<"$output" | tail -n 1)"
 	[ "$unit" = us/msg ]
 	[[ $cpu =~ ^[0-9]+\.[0-9]{2}$ ]]
+	# So is the parse time of the largest valid PROXY header.
+	read -r _ bytes us parses <<<"$(grep -E '^v2-largest-valid ' <<<"$output")"
+	[ "$bytes" = 65551 ]
+	[[ $us =~ ^[0-9]+\.[0-9]{3}$ && $parses =~ ^[0-9]+$ ]]
 	# The table is saved.
 	ls "$BATS_TEST_TMPDIR"/*.txt
 }

@@ -11,7 +11,10 @@
  *  - the exact header bytes alone parse to the same result;
  *  - an IPv4/IPv6 header rebuilt with proxyhdr_build_v1/_v2 from the parsed
  *    addresses parses back to the same addresses;
- *  - proxyhdr_find_tlv() only points inside the header.
+ *  - proxyhdr_find_tlv() only points inside the header, and a complete
+ *    header holds at most one CRC32C TLV;
+ *  - the CRC32C of the input is the same by the CPU's instruction (where
+ *    the parser uses it) and by the table.
  * Every parse runs on a heap copy of exactly its bytes, so ASan sees any
  * read past them. tests/fuzz/replay_main.c runs this over the kept corpus
  * in `make test`.
@@ -116,6 +119,22 @@ static void check_rebuild(const struct proxyhdr *h)
 	CHECK(same_endpoint(&again.dst, &h->dst));
 }
 
+/* Walk the TLV area (the parser checked it lies inside the header). */
+static size_t count_tlvs(const uint8_t *data, const struct proxyhdr *h,
+			 uint8_t type)
+{
+	size_t pos = h->tlv_offset, end = h->tlv_offset + h->tlv_len;
+	size_t count = 0;
+
+	while (pos < end) {
+		CHECK(end - pos >= 3);
+		count += data[pos] == type;
+		pos += 3 + ((size_t)data[pos + 1] << 8 | data[pos + 2]);
+		CHECK(pos <= end);
+	}
+	return count;
+}
+
 static void check_tlvs(const uint8_t *data, const struct proxyhdr *h)
 {
 	static const uint8_t types[] = {PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY,
@@ -134,6 +153,7 @@ static void check_tlvs(const uint8_t *data, const struct proxyhdr *h)
 		if (types[i] == PP2_TYPE_UNIQUE_ID)
 			CHECK(value_len <= 128);
 	}
+	CHECK(count_tlvs(data, h, PP2_TYPE_CRC32C) <= 1);
 }
 
 /*
@@ -193,6 +213,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	      status == PROXYHDR_COMPLETE);
 	CHECK((status == PROXYHDR_INVALID) == (error != PROXYHDR_OK));
 	CHECK(proxyhdr_strerror(error) != NULL);
+	CHECK(proxyhdr_crc32c(data, size) == proxyhdr_crc32c_table(data, size));
 	check_prefixes(data, size, status, error, &h);
 	if (status != PROXYHDR_COMPLETE)
 		return 0;

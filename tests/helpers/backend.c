@@ -22,7 +22,8 @@
  *                        (-r and/or -R), shut down writing and close
  *                 close  close at once, without reading
  *                 hold   read and discard; at EOF log the line but keep the
- *                        socket open until the peer resets or we are killed
+ *                        socket open until the peer resets (then a second
+ *                        line, end=reset, says when) or we are killed
  *   -r TEXT       sink reply text (sent as is)
  *   -R BYTES      sink reply: BYTES bytes of the deterministic stream
  *   -S SEED       seed of that stream (default 2)
@@ -326,6 +327,7 @@ static void connection_event(struct connection *connection, uint32_t events)
 {
 	if ((events & (EPOLLHUP | EPOLLERR)) && options.mode == MODE_HOLD &&
 	    connection->read_eof) {
+		connection->logged = 0; /* the second line: the reset */
 		connection_end(connection, "reset");
 		return;
 	}

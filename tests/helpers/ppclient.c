@@ -46,6 +46,8 @@
  *   --hold-until FILE  until FILE exists
  * Then end the connection one way (default: keep reading until EOF):
  *   --half-close       shutdown(SHUT_WR), read until EOF
+ *   --reset-after-ms MS with --half-close: reset the connection (RST) MS
+ *                      milliseconds after the shutdown, if it is still open
  *   --close            close at once
  *   --reset            close with RST (SO_LINGER 0)
  *   --expect N         close as soon as N bytes have come back
@@ -130,6 +132,7 @@ struct options {
 	long hold_ms;
 	const char *hold_until;
 	long read_after_ms;
+	long reset_after_ms; /* -1: never */
 	enum finish finish;
 	uint64_t expect;
 	int expect_set;
@@ -162,7 +165,8 @@ const char toolkit_synopsis[] =
     "BYTES|-f FILE|-t TEXT]\n"
     "                [-S SEED] [--hold-ms MS] [--hold-until FILE]\n"
     "                [--read-after-ms MS]\n"
-    "                [--half-close|--close|--reset] [--expect N] [-b "
+    "                [--half-close [--reset-after-ms MS]|--close|--reset]\n"
+    "                [--expect N] [-b "
     "ADDR[:PORT]]\n"
     "                [-o FILE] [-w SECONDS] [-c COUNT [-P N] [-q]] "
     "[--udp] ADDR:PORT\n";
@@ -175,6 +179,7 @@ static struct options options = {
     .timeout_s = 30,
     .count = 1,
     .parallel = 1,
+    .reset_after_ms = -1,
 };
 
 /* ---- numbers, addresses, hex */
@@ -703,6 +708,7 @@ static void relay(struct session *session)
 	struct payload *payload = &session->payload;
 	enum { SENDING, HOLDING, DRAINING } phase = SENDING;
 	long long hold_end_ms = 0;
+	long long reset_at_ms = -1;
 	long long read_from_ms = toolkit_now_ms() + options.read_after_ms;
 
 	for (;;) {
@@ -738,11 +744,19 @@ static void relay(struct session *session)
 				return;
 			case FINISH_HALF_CLOSE:
 				shutdown(session->fd, SHUT_WR);
+				if (options.reset_after_ms >= 0)
+					reset_at_ms = toolkit_now_ms() +
+						      options.reset_after_ms;
 				break;
 			case FINISH_READ_TO_EOF:
 				break;
 			}
 			phase = DRAINING;
+		}
+		if (reset_at_ms >= 0 && toolkit_now_ms() >= reset_at_ms) {
+			abort_connection(session->fd);
+			session->result.end = "aborted";
+			return;
 		}
 
 		struct pollfd pfds[2] = {{.fd = session->fd}, {.fd = -1}};
@@ -769,6 +783,8 @@ static void relay(struct session *session)
 			if (hold_wait < wait)
 				wait = hold_wait < 0 ? 0 : hold_wait;
 		}
+		if (reset_at_ms >= 0 && reset_at_ms - now < wait)
+			wait = reset_at_ms - now < 0 ? 0 : reset_at_ms - now;
 		int n = poll(pfds, 2, (int)wait);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -959,6 +975,7 @@ enum {
 	OPT_READ_AFTER_MS,
 	OPT_HOLD_UNTIL,
 	OPT_HALF_CLOSE,
+	OPT_RESET_AFTER_MS,
 	OPT_CLOSE,
 	OPT_RESET,
 	OPT_EXPECT,
@@ -982,6 +999,7 @@ static const struct option long_options[] = {
     {"read-after-ms", required_argument, NULL, OPT_READ_AFTER_MS},
     {"hold-until", required_argument, NULL, OPT_HOLD_UNTIL},
     {"half-close", no_argument, NULL, OPT_HALF_CLOSE},
+    {"reset-after-ms", required_argument, NULL, OPT_RESET_AFTER_MS},
     {"close", no_argument, NULL, OPT_CLOSE},
     {"reset", no_argument, NULL, OPT_RESET},
     {"expect", required_argument, NULL, OPT_EXPECT},
@@ -1112,6 +1130,10 @@ static void parse_options(int argc, char **argv)
 			break;
 		case OPT_HALF_CLOSE:
 			options.finish = FINISH_HALF_CLOSE;
+			break;
+		case OPT_RESET_AFTER_MS:
+			options.reset_after_ms = (long)parse_number(
+			    "--reset-after-ms", optarg, 86400000);
 			break;
 		case OPT_CLOSE:
 			options.finish = FINISH_CLOSE;

@@ -498,6 +498,19 @@ static const struct parse_case cases[] = {
 	       0x05, 0x00, 0x81, /* UNIQUE_ID, length 129 */
 	       R128('u'), 'u'),
 	 REJECT(EV2_UNIQUE_ID)},
+	{"v2-invalid", "v2 with two CRC32C TLVs, each of which alone would match",
+	 BYTES(SIG,
+	       0x21,             /* version 2, PROXY */
+	       0x11,             /* INET, STREAM */
+	       0x00, 0x21,       /* len 12 + 7 + 7 + 7 = 33 */
+	       INET_BLOCK,
+	       0x03, 0x00, 0x04, /* CRC32C, length 4 */
+	       0x00, 0x00, 0x00, 0x00,
+	       0x03, 0x00, 0x04, /* CRC32C again, length 4 */
+	       0x00, 0x00, 0x00, 0x00,
+	       0x04, 0x00, 0x04, /* NOOP, length 4 */
+	       0x68, 0xA1, 0xBF, 0x41), /* makes the header's checksum 0 */
+	 REJECT(EV2_CRC32C_TWICE)},
 };
 
 #define N_CASES (sizeof(cases) / sizeof(cases[0]))
@@ -938,26 +951,214 @@ static const char *test_find_tlv(void)
 }
 
 /* Check values from RFC 3720 appendix B.4 and the usual "123456789". */
-static const char *test_crc32c(void)
+static const char *check_values(uint32_t (*crc32c)(const uint8_t *, size_t))
 {
 	uint8_t data[32];
 	size_t i;
 
-	if (proxyhdr_crc32c((const uint8_t *)"123456789", 9) != 0xE3069283u)
+	if (crc32c((const uint8_t *)"123456789", 9) != 0xE3069283u)
 		return why("\"123456789\" gave %08x",
-			   proxyhdr_crc32c((const uint8_t *)"123456789", 9));
-	if (proxyhdr_crc32c(data, 0) != 0)
+			   crc32c((const uint8_t *)"123456789", 9));
+	if (crc32c(data, 0) != 0)
 		return why("empty input not 0");
 	memset(data, 0, sizeof(data));
-	if (proxyhdr_crc32c(data, sizeof(data)) != 0x8A9136AAu)
+	if (crc32c(data, sizeof(data)) != 0x8A9136AAu)
 		return why("32 zero bytes");
 	memset(data, 0xFF, sizeof(data));
-	if (proxyhdr_crc32c(data, sizeof(data)) != 0x62A8AB43u)
+	if (crc32c(data, sizeof(data)) != 0x62A8AB43u)
 		return why("32 0xFF bytes");
 	for (i = 0; i < sizeof(data); i++)
 		data[i] = (uint8_t)i;
-	if (proxyhdr_crc32c(data, sizeof(data)) != 0x46DD794Eu)
+	if (crc32c(data, sizeof(data)) != 0x46DD794Eu)
 		return why("bytes 0..31");
+	return NULL;
+}
+
+static const char *test_crc32c(void)
+{
+	return check_values(proxyhdr_crc32c);
+}
+
+static const char *test_crc32c_table(void)
+{
+	return check_values(proxyhdr_crc32c_table);
+}
+
+/*
+ * An independent CRC32C, bit by bit as RFC 3720 describes it, to check the
+ * module's faster one against: register in, register out (no inversions).
+ */
+#define CASTAGNOLI_REFLECTED 0x82F63B78u
+
+static uint32_t reference_crc_update(uint32_t reg, const uint8_t *data,
+				     size_t len)
+{
+	size_t i;
+	int bit;
+
+	for (i = 0; i < len; i++) {
+		reg ^= data[i];
+		for (bit = 0; bit < 8; bit++)
+			reg = (reg >> 1) ^ (reg & 1u ? CASTAGNOLI_REFLECTED : 0);
+	}
+	return reg;
+}
+
+static uint32_t reference_crc32c(const uint8_t *data, size_t len)
+{
+	return ~reference_crc_update(0xFFFFFFFFu, data, len);
+}
+
+/* Pseudo-random bytes, the same on every run. */
+static void fill_pseudo_random(uint8_t *data, size_t len, uint32_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		seed = seed * 1103515245u + 12345u;
+		data[i] = (uint8_t)(seed >> 16);
+	}
+}
+
+/*
+ * Every length up to 1,100 at every alignment, and one 64 KB run, through
+ * both ways the module computes it: whichever the CPU allows, and the table.
+ */
+static const char *test_crc32c_reference(void)
+{
+	static uint8_t data[PROXYHDR_MAX_LEN];
+	size_t start, len;
+	uint32_t want;
+
+	fill_pseudo_random(data, sizeof(data), 13);
+	for (start = 0; start < 8; start++) {
+		for (len = 0; len <= 1100; len++) {
+			want = reference_crc32c(data + start, len);
+			if (proxyhdr_crc32c(data + start, len) != want)
+				return why("%zu bytes from offset %zu differ",
+					   len, start);
+			if (proxyhdr_crc32c_table(data + start, len) != want)
+				return why("table: %zu bytes from offset %zu "
+					   "differ", len, start);
+		}
+	}
+	want = reference_crc32c(data, sizeof(data));
+	if (proxyhdr_crc32c(data, sizeof(data)) != want ||
+	    proxyhdr_crc32c_table(data, sizeof(data)) != want)
+		return why("%zu bytes differ", sizeof(data));
+	return NULL;
+}
+
+/*
+ * Set the last 4 bytes of buf so that the CRC32C of all len bytes is 0.
+ * Feeding 4 bytes to the register is the same as xoring them into it and
+ * then shifting 32 zero bits through; that shift is undone bit by bit
+ * (a set top bit after a step means the bit shifted out was 1).
+ */
+static void force_crc32c_zero(uint8_t *buf, size_t len)
+{
+	uint32_t before = reference_crc_update(0xFFFFFFFFu, buf, len - 4);
+	uint32_t wanted = 0xFFFFFFFFu; /* the register that gives a CRC of 0 */
+	uint32_t x;
+	int bit;
+
+	for (bit = 0; bit < 32; bit++)
+		wanted = wanted & 0x80000000u
+				 ? (wanted ^ CASTAGNOLI_REFLECTED) << 1 | 1u
+				 : wanted << 1;
+	x = before ^ wanted;
+	buf[len - 4] = (uint8_t)x;
+	buf[len - 3] = (uint8_t)(x >> 8);
+	buf[len - 2] = (uint8_t)(x >> 16);
+	buf[len - 1] = (uint8_t)(x >> 24);
+}
+
+/* Header length with the most CRC32C TLVs of value 0 and a 4-byte NOOP. */
+#define MANY_CRC_TLVS 9350
+#define MANY_CRC_LEN (16 + 12 + 7 * MANY_CRC_TLVS + 7)
+
+/*
+ * The issue-13 header: thousands of CRC32C TLVs holding 0 and a NOOP whose
+ * value makes the whole header's checksum 0, so each TLV on its own
+ * matches. Checking each cost a pass over 64 KB per TLV; it is refused.
+ */
+static const char *test_many_crc_tlvs(void)
+{
+	static const uint8_t fixed[] = {
+		SIG,
+		0x21,                  /* version 2, PROXY */
+		0x11,                  /* INET, STREAM */
+		(MANY_CRC_LEN - 16) >> 8, (MANY_CRC_LEN - 16) & 0xFF,
+		INET_BLOCK,
+	};
+	static uint8_t buf[MANY_CRC_LEN];
+	enum proxyhdr_error error;
+	struct proxyhdr h;
+	size_t pos = sizeof(fixed), i;
+
+	memcpy(buf, fixed, sizeof(fixed));
+	for (i = 0; i < MANY_CRC_TLVS; i++, pos += 7)
+		memcpy(buf + pos, (const uint8_t[]){0x03, 0x00, 0x04, 0, 0, 0, 0},
+		       7);
+	memcpy(buf + pos, (const uint8_t[]){0x04, 0x00, 0x04}, 3);
+	force_crc32c_zero(buf, sizeof(buf));
+	if (pos + 7 != sizeof(buf) || reference_crc32c(buf, sizeof(buf)) != 0)
+		return why("test header not built as intended");
+	if (parse_exact(buf, sizeof(buf), NULL, 0, &h, &error) !=
+	    PROXYHDR_INVALID)
+		return why("accepted");
+	if (error != PROXYHDR_EV2_CRC32C_TWICE)
+		return why("refused as \"%s\"", proxyhdr_strerror(error));
+	return NULL;
+}
+
+/*
+ * The largest valid header (65,551 bytes): TLVs of every size filling the
+ * 16-bit length, one CRC32C last. Accepted, and a change anywhere after
+ * the fixed part is caught by the checksum.
+ */
+static const char *test_largest_header(void)
+{
+	struct sockaddr_storage s = inet_address("2001:db8::1", 1000);
+	struct sockaddr_storage d = inet_address("2001:db8::2", 2000);
+	static uint8_t tlvs[65535 - 36 - 7], buf[PROXYHDR_MAX_LEN];
+	static const size_t changed[] = {16, 51, 52, 1000, 32768, 65000,
+					 PROXYHDR_MAX_LEN - 8};
+	enum proxyhdr_error error;
+	struct proxyhdr h;
+	size_t pos = 0, value_len = 0, n, i;
+
+	/* Custom TLVs (type 0xE0) of lengths 0, 1, 2, ... then one NOOP. */
+	fill_pseudo_random(tlvs, sizeof(tlvs), 7);
+	while (sizeof(tlvs) - pos >= 2 * 3 + value_len) {
+		tlvs[pos] = 0xE0;
+		tlvs[pos + 1] = (uint8_t)(value_len >> 8);
+		tlvs[pos + 2] = (uint8_t)value_len;
+		pos += 3 + value_len++;
+	}
+	value_len = sizeof(tlvs) - pos - 3;
+	tlvs[pos] = PP2_TYPE_NOOP;
+	tlvs[pos + 1] = (uint8_t)(value_len >> 8);
+	tlvs[pos + 2] = (uint8_t)value_len;
+
+	n = proxyhdr_build_v2(buf, sizeof(buf), CMD_PROXY, STREAM, SA(s), SA(d),
+			      tlvs, sizeof(tlvs), 1);
+	if (n != PROXYHDR_MAX_LEN)
+		return why("built %zu bytes", n);
+	if (parse_exact(buf, n, NULL, 0, &h, &error) != PROXYHDR_COMPLETE)
+		return why("refused: %s", proxyhdr_strerror(error));
+	if (h.header_len != PROXYHDR_MAX_LEN || h.tlv_len != 65535 - 36)
+		return why("header %zu bytes, TLVs %zu", h.header_len,
+			   h.tlv_len);
+	for (i = 0; i < sizeof(changed) / sizeof(changed[0]); i++) {
+		buf[changed[i]] ^= 0x20;
+		if (parse_exact(buf, n, NULL, 0, &h, &error) !=
+			    PROXYHDR_INVALID ||
+		    error != PROXYHDR_EV2_CRC32C)
+			return why("byte %zu changed: not refused by checksum",
+				   changed[i]);
+		buf[changed[i]] ^= 0x20;
+	}
 	return NULL;
 }
 
@@ -965,7 +1166,7 @@ static const char *test_strerror(void)
 {
 	int e, f;
 
-	for (e = PROXYHDR_OK; e <= PROXYHDR_EV2_UNIQUE_ID; e++) {
+	for (e = PROXYHDR_OK; e <= PROXYHDR_EV2_CRC32C_TWICE; e++) {
 		const char *text = proxyhdr_strerror((enum proxyhdr_error)e);
 
 		if (!text || !*text)
@@ -1001,6 +1202,13 @@ static const struct function_case functions[] = {
 	{"tlv", "find_tlv finds the first AUTHORITY and nothing else",
 	 test_find_tlv},
 	{"crc", "crc32c check values", test_crc32c},
+	{"crc", "crc32c check values by the table", test_crc32c_table},
+	{"crc", "crc32c agrees with a bit-by-bit reference at every length",
+	 test_crc32c_reference},
+	{"crc-tlv", "a 64 KB header of 9,350 CRC32C TLVs is refused",
+	 test_many_crc_tlvs},
+	{"crc-tlv", "the largest valid header is accepted and its checksum bites",
+	 test_largest_header},
 	{"strerror", "every error code has its own sentence", test_strerror},
 };
 
