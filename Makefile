@@ -44,7 +44,7 @@ SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 -include config.mak
 
 HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
-	  tests/helpers/transparent
+	  tests/helpers/transparent tests/helpers/sandboxed
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test \
 	     tests/unit/options_test tests/unit/endpoint_test \
 	     tests/unit/flowtable_test tests/unit/relay_test tests/unit/metrics_test
@@ -59,14 +59,14 @@ all: mmproxy
 PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o \
 	    flowtable.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
-	      relay.o listener.o udp.o check.o netlink.o metrics.o \
+	      relay.o listener.o udp.o check.o netlink.o sandbox.o metrics.o \
 	      metrics_http.o reload.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
 	  sockets.h signals.h spoof.h connection.h relay.h listener.h udp.h \
-	  check.h netlink.h stack_layout.h flowtable.h metrics.h metrics_http.h \
-	  reload.h
+	  check.h netlink.h stack_layout.h flowtable.h sandbox.h metrics.h \
+	  metrics_http.h reload.h
 
 mmproxy: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
@@ -105,7 +105,7 @@ tests/unit/flowtable_test: tests/unit/flowtable_test.c flowtable.c netaddr.c tex
 tests/unit/relay_test: tests/unit/relay_test.c relay.c sockets.c log.c netaddr.c text.c $(HEADERS)
 	$(UNIT) -o $@ $< relay.c sockets.c log.c netaddr.c text.c $(CFLAGS) $(LDFLAGS)
 
-METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c text.c log.c
+METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c text.c log.c sandbox.c
 tests/unit/metrics_test: tests/unit/metrics_test.c $(METRICS_SOURCES) $(HEADERS)
 	$(UNIT) -o $@ $< $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
 
@@ -116,7 +116,7 @@ tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c 
 tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h text.c text.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c text.c $(CFLAGS) $(LDFLAGS)
 
-tests/fuzz/replay_metrics_http: tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) metrics_http.h metrics.h
+tests/fuzz/replay_metrics_http: tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) metrics_http.h metrics.h sandbox.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
 
 FUZZ = $(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
@@ -128,7 +128,7 @@ tests/fuzz/fuzz_subnets: tests/fuzz/fuzz_subnets.c subnets.c subnets.h text.c te
 	$(FUZZ) -o $@ $< subnets.c text.c
 
 # The endpoint's request judge needs the rest of the metrics to link.
-tests/fuzz/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c $(METRICS_SOURCES) metrics_http.h metrics.h
+tests/fuzz/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c $(METRICS_SOURCES) metrics_http.h metrics.h sandbox.h
 	$(FUZZ) -o $@ $< $(METRICS_SOURCES)
 
 # The test and benchmark tools share tests/helpers/toolkit.c.
@@ -136,6 +136,10 @@ TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
 
 tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
+
+# sandboxed runs mmproxy's own sandbox.o.
+tests/helpers/sandboxed: tests/helpers/sandboxed.c sandbox.o sandbox.h $(TOOLKIT)
+	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c sandbox.o $(ALL_LDFLAGS)
 
 tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)

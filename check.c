@@ -20,6 +20,7 @@
 #include "log.h"
 #include "netaddr.h"
 #include "netlink.h"
+#include "sandbox.h"
 #include "spoof.h"
 
 /*
@@ -370,7 +371,12 @@ int check_run(const struct options *opts)
 {
 	struct check_tally run = {.as_warnings = false};
 
+	if (sandbox_install_filter(&opts->sandbox, SANDBOX_CHECK) != 0)
+		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
 	run_checks(&run, opts, true);
+	/* The probes were the last spoofed connections. */
+	if (sandbox_drop_all_capabilities(&opts->sandbox) != 0)
+		die(EXIT_SYSTEM, "dropping capabilities: %s", strerror(errno));
 	if (run.failed == 0)
 		printf("all %u checks passed\n", run.passed);
 	else

@@ -26,6 +26,7 @@
 #include "netaddr.h"
 #include "proxyhdr.h"
 #include "relay.h"
+#include "sandbox.h"
 #include "sockets.h"
 #include "spoof.h"
 #include "stack_layout.h"
@@ -720,14 +721,42 @@ static bool is_allowed_peer(const struct connection *conn,
 }
 
 /*
+ * The process's last spoofed connection is made: what is left to do is
+ * relay, which needs no capability and few system calls. A failure ends
+ * the connection, as any other system error would.
+ */
+CONNECTION_PHASE static int narrow_to_relay(struct connection *conn,
+					    const struct options *opts)
+{
+	if (sandbox_drop_all_capabilities(&opts->sandbox) == 0 &&
+	    sandbox_install_filter(&opts->sandbox, SANDBOX_RELAY) == 0)
+		return 0;
+	log_error("narrowing the sandbox for the relay: %s", strerror(errno));
+	conn->end = END_ERROR;
+	return -1;
+}
+
+static void relay_connection(struct connection *conn,
+			     const struct options *opts)
+{
+	struct relay_result result;
+
+	relay_run(conn->lb_fd, conn->backend_fd, opts->idle_timeout_ms,
+		  &result);
+	take_relay_result(conn, &result);
+	if (is_health_check(conn))
+		conn->end = END_HEALTH;
+}
+
+/*
  * Handle one connection from a load balancer (with --tproxy, from a client),
  * from the allow check to the end of the relay. Returns the process exit
  * status: 0 when the job was done (a refusal is a job done), 1 on a system
  * error.
  */
-int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
-		   const struct options *opts, const struct subnets *allowed,
-		   struct metrics *metrics)
+static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
+		 const struct options *opts, const struct subnets *allowed,
+		 struct metrics *metrics, bool last)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
 				  .tproxy = opts->tproxy, .end = END_ERROR};
@@ -749,13 +778,10 @@ int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		conn.end = END_NOT_ALLOWED;
 	} else if (take_endpoints(&conn, opts) == 0 &&
 		   connect_backend(&conn, opts) == 0) {
-		struct relay_result result;
 		keep_alive(&conn);
-		relay_run(conn.lb_fd, conn.backend_fd, opts->idle_timeout_ms,
-			  &result);
-		take_relay_result(&conn, &result);
-		if (is_health_check(&conn))
-			conn.end = END_HEALTH;
+		/* Both sockets set up: the relay needs nothing more. */
+		if (!last || narrow_to_relay(&conn, opts) == 0)
+			relay_connection(&conn, opts);
 	}
 	log_connection_summary(&conn);
 	/* Counted first: once a peer sees the close, a scrape shows it. */
@@ -764,3 +790,17 @@ int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
 	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
 }
 
+int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
+		   const struct options *opts, const struct subnets *allowed,
+		   struct metrics *metrics)
+{
+	return serve(lb_fd, accepted_peer, opts, allowed, metrics, false);
+}
+
+int connection_run_last(int lb_fd,
+			const struct sockaddr_storage *accepted_peer,
+			const struct options *opts,
+			const struct subnets *allowed, struct metrics *metrics)
+{
+	return serve(lb_fd, accepted_peer, opts, allowed, metrics, true);
+}

@@ -28,4 +28,15 @@ int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		   const struct options *opts, const struct subnets *allowed,
 		   struct metrics *metrics);
 
+/*
+ * The same, for a process that will take no other connection: once its
+ * spoofed connection is made it drops every capability and narrows its
+ * system call filter to the relay's (SANDBOX_RELAY). A process that may
+ * serve another connection calls connection_run().
+ */
+int connection_run_last(int lb_fd,
+			const struct sockaddr_storage *accepted_peer,
+			const struct options *opts,
+			const struct subnets *allowed, struct metrics *metrics);
+
 #endif

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reload.h"
+#include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
 #include "stack_layout.h"
@@ -142,7 +143,7 @@ run_connection_child(struct listener *l, int client_fd,
 	sigaddset(&only_interrupt, SIGINT);
 	if (sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
-	_exit(connection_run(client_fd, peer, opts, allowed, l->metrics));
+	_exit(connection_run_last(client_fd, peer, opts, allowed, l->metrics));
 }
 
 static bool is_at_limit(const struct listener *l)
@@ -251,6 +252,8 @@ static int run_listener(struct listener *l, const struct options *opts,
 	if (l->signal_fd < 0 || set_nonblocking(l->listen_fd) != 0 ||
 	    set_int_option(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
 		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
+	if (sandbox_install_filter(&opts->sandbox, SANDBOX_LISTENER) != 0)
+		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
 	return accept_loop(l, opts, allowed);
 }
 

@@ -404,8 +404,23 @@ static int become_endpoint(int listen_fd, pid_t parent)
 	return 0;
 }
 
+/*
+ * Before the first scraper's byte: no capability at all (the endpoint
+ * spoofs nothing, and CAP_BPF is for a relay), and a filter that allows
+ * serving scrapers and little else.
+ */
+static int narrow_endpoint(const struct sandbox_policy *sandbox)
+{
+	struct sandbox_policy none = *sandbox;
+
+	none.allow_bpf = false;
+	if (sandbox_drop_all_capabilities(&none) != 0)
+		return -1;
+	return sandbox_install_filter(sandbox, SANDBOX_METRICS);
+}
+
 pid_t metrics_http_start(int listen_fd, const struct metrics *metrics,
-			 unsigned show)
+			 unsigned show, const struct sandbox_policy *sandbox)
 {
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -415,7 +430,8 @@ pid_t metrics_http_start(int listen_fd, const struct metrics *metrics,
 	struct endpoint *e = calloc(1, sizeof *e);
 	struct scraper *scrapers = calloc(SCRAPERS_MAX, sizeof *scrapers);
 	if (e == NULL || scrapers == NULL ||
-	    become_endpoint(listen_fd, parent) != 0)
+	    become_endpoint(listen_fd, parent) != 0 ||
+	    narrow_endpoint(sandbox) != 0)
 		_exit(1);
 	for (int i = 0; i < SCRAPERS_MAX; i++)
 		scrapers[i].fd = -1;

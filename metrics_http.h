@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "metrics.h"
+#include "sandbox.h"
 
 /* Request bytes read at most, request line and headers together. */
 #define METRICS_HTTP_REQUEST_MAX 4096
@@ -49,10 +50,11 @@ int metrics_http_listen(const struct sockaddr *addr, socklen_t addr_len);
  * selects (METRICS_SHOW_*). It closes every other inherited descriptor and
  * ends when its parent does. Call before the parent forks anything else
  * and before it blocks signals it reads from a signalfd, or not: the child
- * sets its own mask. Returns the child's PID (the caller closes listen_fd),
- * or -1 with errno set.
+ * sets its own mask. The child drops every capability and installs the
+ * SANDBOX_METRICS filter of sandbox before it accepts anyone. Returns the
+ * child's PID (the caller closes listen_fd), or -1 with errno set.
  */
 pid_t metrics_http_start(int listen_fd, const struct metrics *metrics,
-			 unsigned show);
+			 unsigned show, const struct sandbox_policy *sandbox);
 
 #endif

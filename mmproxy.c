@@ -36,6 +36,7 @@
 #include "metrics_http.h"
 #include "netaddr.h"
 #include "options.h"
+#include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
 #include "subnets.h"
@@ -191,12 +192,75 @@ static pid_t start_metrics(enum launch_mode mode, const struct options *opts,
 		die(EXIT_SYSTEM, "--metrics %s: %s", text, strerror(errno));
 	pid_t pid = metrics_http_start(fd, *metrics,
 				       mode == MODE_UDP ? METRICS_SHOW_UDP
-							: METRICS_SHOW_TCP);
+							: METRICS_SHOW_TCP,
+				       &opts->sandbox);
 	if (pid < 0)
 		die(EXIT_SYSTEM, "--metrics %s: fork: %s", text,
 		    strerror(errno));
 	close(fd);
 	return pid;
+}
+
+/*
+ * Least privilege from the start (SECURITY in mmproxy.8): the capabilities
+ * mmproxy uses and no other, the --user switch, no_new_privs, and every
+ * process kind's system call filter built now, before any fork. Where a
+ * process installs its filter is its mode's business.
+ */
+static void start_sandbox(struct options *opts, enum launch_mode mode)
+{
+	struct sandbox_policy *policy = &opts->sandbox;
+	const char *failed;
+
+	policy->enabled = !opts->do_not_sandbox;
+	policy->keep_capabilities =
+		SANDBOX_CAP_NET_ADMIN | SANDBOX_CAP_NET_BIND_SERVICE;
+	if (opts->user != NULL) {
+		if (sandbox_find_user(opts->user, &policy->user) != 0)
+			die(EXIT_USAGE, "--user %s: %s", opts->user,
+			    errno == ENOENT ? "no such user in /etc/passwd"
+					    : strerror(errno));
+		policy->switch_user = true;
+	}
+	if (sandbox_drop_privileges(policy, &failed) != 0)
+		die(EXIT_SYSTEM, "dropping privileges: %s: %s%s", failed,
+		    strerror(errno),
+		    opts->user != NULL && errno == EPERM
+			    ? " (--user needs mmproxy started as root)"
+			    : "");
+	if (sandbox_prepare_filters(policy) != 0)
+		die(EXIT_SYSTEM, "system call filters: %s", strerror(errno));
+	/*
+	 * Said once by a long-lived process, unless -q. A process per
+	 * connection says what it was told at -v 2 only, and never that it
+	 * runs as root: the line would come with every connection.
+	 */
+	bool long_lived = mode != MODE_CHECK && mode != MODE_ONE_CONNECTION;
+	int wanted_level = long_lived ? LOG_LEVEL_ERRORS : LOG_LEVEL_CONNECTIONS;
+	if (mode == MODE_CHECK || opts->verbosity < wanted_level)
+		return;
+	if (opts->do_not_sandbox)
+		log_msg(LOG_WARNING, "--do-not-sandbox: every capability kept "
+				     "and no system call filter");
+	else if (!sandbox_has_filters())
+		log_msg(LOG_WARNING, "no system call filter in this build (an "
+				     "architecture without one, or a sanitizer "
+				     "build): capabilities narrowed only");
+	if (long_lived && opts->user == NULL && geteuid() == 0)
+		log_msg(LOG_WARNING, "running as root%s: --user NAME runs as NAME",
+			opts->do_not_sandbox
+				? ""
+				: " (with only CAP_NET_ADMIN and "
+				  "CAP_NET_BIND_SERVICE left)");
+}
+
+/* inetd, systemd Accept=yes: the process's one and last connection. */
+static int run_one_connection(int fd, const struct options *opts,
+			      const struct subnets *allowed)
+{
+	if (sandbox_install_filter(&opts->sandbox, SANDBOX_CONNECTION) != 0)
+		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
+	return connection_run_last(fd, NULL, opts, allowed, NULL);
 }
 
 /* The long-lived modes read their signals from a signalfd, never async. */
@@ -230,8 +294,10 @@ int main(int argc, char **argv)
 	enum launch_mode mode = parse_command_line(argc, argv, &opts,
 						   &activated_fd);
 	log_set_verbosity(opts.verbosity);
-	if (mode == MODE_CHECK)
+	if (mode == MODE_CHECK) {
+		start_sandbox(&opts, mode);
 		return check_run(&opts);
+	}
 	/*
 	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP
 	 * and SIGUSR1: neither a closed terminal nor a signal sent to every
@@ -256,10 +322,13 @@ int main(int argc, char **argv)
 				     "PROXY headers and choose a source address");
 	}
 
+	/* After the subnets file: it may be readable by root only. */
+	start_sandbox(&opts, mode);
 	int status = mode == MODE_ONE_CONNECTION
-			     ? connection_run(activated_fd >= 0 ? activated_fd
-								: 0,
-					      NULL, &opts, allowed, NULL)
+			     ? run_one_connection(activated_fd >= 0
+							  ? activated_fd
+							  : 0,
+						  &opts, allowed)
 			     : run_long_lived(mode, activated_fd, &opts,
 					      allowed);
 	if (allowed != NULL)

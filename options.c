@@ -26,7 +26,8 @@ static const char help_text[] =
 	"               [--metrics ADDR:PORT] [--port-fallback]\n"
 	"               [--dynamic-destination] [--listen-transparent]\n"
 	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
-	"               [-t N] [-h] [--version]\n"
+	"               [-t N] [--user NAME|UID] [--do-not-sandbox] [-h]\n"
+	"               [--version]\n"
 	"\n"
 	"Unwraps the PROXY protocol (v1 and v2) and connects to the local\n"
 	"application from the real client's address and port.\n"
@@ -70,6 +71,10 @@ static const char help_text[] =
 	"                           (default 192.0.2.1 and 2001:db8::1)\n"
 	"  -t, --table N            routing table in the commands --check prints\n"
 	"                           (default 123)\n"
+	"  --user NAME|UID          started as root, run as this user with only the\n"
+	"                           capabilities mmproxy uses (default: stay as started)\n"
+	"  --do-not-sandbox         keep every capability and install no system call\n"
+	"                           filter (default: both; see SECURITY in mmproxy(8))\n"
 	"  -h, --help               this text\n"
 	"  --version                print the version\n"
 	"\n"
@@ -87,7 +92,7 @@ static const char help_text[] =
 	"--allowed-networks for --allowed-subnets; -m for --mark; --listen and\n"
 	"--listen-addr for -l; --target-addr4, --target-addr6 for -4, -6;\n"
 	"--verbose for -v 2;\n"
-	"--do-not-sandbox and --force-real-client-port are ignored.\n";
+	"--force-real-client-port is ignored.\n";
 
 const char *options_help_text(void)
 {
@@ -121,6 +126,8 @@ enum option_id {
 	OPT_CHECK,
 	OPT_CHECK_FROM,
 	OPT_TPROXY,
+	OPT_USER,
+	OPT_DO_NOT_SANDBOX,
 	OPT_IGNORED_FLAG,
 	OPT_HELP,
 	OPT_VERSION,
@@ -168,7 +175,8 @@ static const struct option_name option_names[] = {
 	{"tproxy", OPT_TPROXY, false},
 	{"check", OPT_CHECK, false},
 	{"check-from", OPT_CHECK_FROM, true},
-	{"do-not-sandbox", OPT_IGNORED_FLAG, false},
+	{"user", OPT_USER, true},
+	{"do-not-sandbox", OPT_DO_NOT_SANDBOX, false},
 	{"force-real-client-port", OPT_IGNORED_FLAG, false},
 	{"h", OPT_HELP, false},
 	{"help", OPT_HELP, false},
@@ -429,6 +437,12 @@ static int apply_option(struct options *opts, const struct option_name *opt,
 		 * rule finds no socket to divert to. */
 		opts->tproxy = true;
 		opts->listen_transparent = true;
+		return 0;
+	case OPT_USER:
+		opts->user = value;
+		return 0;
+	case OPT_DO_NOT_SANDBOX:
+		opts->do_not_sandbox = true;
 		return 0;
 	case OPT_IGNORED_FLAG:
 		return 0;

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "sandbox.h"
+
 #define MMPROXY_VERSION "1.0.0"
 
 enum protocol { PROTOCOL_TCP, PROTOCOL_UDP };
@@ -49,6 +51,10 @@ struct options {
 	bool metrics_given;
 	struct sockaddr_storage metrics_addr; /* --metrics: the endpoint */
 	uint64_t given; /* which options the command line named: for the mode's checks */
+	const char *user;    /* --user NAME|UID, or NULL */
+	bool do_not_sandbox; /* --do-not-sandbox */
+	/* Not from the command line: main() fills it in at start-up. */
+	struct sandbox_policy sandbox;
 };
 
 /* One line for the user, without the program's name. */

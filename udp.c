@@ -30,6 +30,7 @@
 #include "netaddr.h"
 #include "proxyhdr.h"
 #include "reload.h"
+#include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
 #include "spoof.h"
@@ -711,6 +712,8 @@ int udp_run(int listen_fd, const struct options *opts,
 
 	if (udp_setup(&proxy, listen_fd, opts, allowed, metrics) != 0)
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
+	if (sandbox_install_filter(&opts->sandbox, SANDBOX_UDP) != 0)
+		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
 	for (;;) {
 		int count = epoll_wait(proxy.epoll_fd, events, 64,
 				       flow_table_wait_ms(&proxy.flows,

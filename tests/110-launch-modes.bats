@@ -17,6 +17,12 @@ case "$MMPROXY" in /*) ;; *) MMPROXY="$REPO/${MMPROXY#./}" ;; esac
 # listen port, backend port, allow-list and binary, and -v 2 so that a log
 # line written to the wrong place would show up at the client. xinetd's own
 # log goes to $TEST_DIR/xinetd.log.
+# The entry's --user NAME (it starts mmproxy as root), kept in the tests'.
+entry_user() {
+	grep -E '^[[:space:]]*server_args' "$REPO/systemd/mmproxy.xinetd" |
+		grep -oE -- '--user [^ ]+'
+}
+
 xinetd_start() {
 	local listen_port=$1 backend_port=$2 conf=$TEST_DIR/xinetd.conf
 	shift 2
@@ -25,7 +31,7 @@ xinetd_start() {
 		-e "s#^([[:space:]]*port[[:space:]]*=).*#\1 $listen_port#" \
 		-e "s#^([[:space:]]*bind[[:space:]]*=).*#\1 127.0.0.1#" \
 		-e "s#^([[:space:]]*server[[:space:]]*=).*#\1 $MMPROXY#" \
-		-e "s#^([[:space:]]*server_args[[:space:]]*=).*#\1 --inetd -4 127.0.0.1:$backend_port -6 [::1]:$backend_port --allowed-subnets $ALLOWED_SUBNETS -v 2 $*#" \
+		-e "s#^([[:space:]]*server_args[[:space:]]*=).*#\1 $(entry_user) --inetd -4 127.0.0.1:$backend_port -6 [::1]:$backend_port --allowed-subnets $ALLOWED_SUBNETS -v 2 $*#" \
 		"$REPO/systemd/mmproxy.xinetd" >>"$conf"
 	# The entry itself must not have changed shape under us.
 	grep -q "server_args.*--allowed-subnets $ALLOWED_SUBNETS" "$conf"
