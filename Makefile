@@ -48,7 +48,7 @@ HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test \
 	     tests/unit/options_test tests/unit/endpoint_test \
 	     tests/unit/flowtable_test tests/unit/relay_test tests/unit/metrics_test
-BENCH = tests/bench/loadgen tests/bench/echo
+BENCH = tests/bench/loadgen tests/bench/echo tests/bench/forkcost
 
 .PHONY: all test test-programs asan fuzz bench demo install uninstall deb clean format
 
@@ -59,12 +59,12 @@ all: mmproxy
 PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o \
 	    flowtable.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
-	      relay.o listener.o udp.o check.o netlink.o sandbox.o metrics.o \
-	      metrics_http.o reload.o
+	      relay.o listener.o pool.o udp.o check.o netlink.o sandbox.o \
+	      metrics.o metrics_http.o reload.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
-	  sockets.h signals.h spoof.h connection.h relay.h listener.h udp.h \
+	  sockets.h signals.h spoof.h connection.h relay.h listener.h pool.h udp.h \
 	  check.h netlink.h stack_layout.h flowtable.h sandbox.h metrics.h \
 	  metrics_http.h reload.h
 
@@ -136,6 +136,10 @@ TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
 
 tests/helpers/%: tests/helpers/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 	$(CC) $(ALL_CFLAGS) -I. -Itests/helpers -o $@ $< tests/helpers/toolkit.c proxyhdr.c $(ALL_LDFLAGS)
+
+# The fork micro-benchmark is as small as a process gets: no toolkit.
+tests/bench/forkcost: tests/bench/forkcost.c
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
 
 # sandboxed runs mmproxy's own sandbox.o.
 tests/helpers/sandboxed: tests/helpers/sandboxed.c sandbox.o sandbox.h $(TOOLKIT)

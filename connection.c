@@ -289,6 +289,8 @@ CONNECTION_PHASE static int read_proxy_header(struct connection *conn,
 	if (reader.lowat_raised &&
 	    set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT, 1) != 0)
 		step = HEADER_FAILED;
+	/* The next connection of a pool's process must not find this header. */
+	explicit_bzero(reader.buffer, reader.capacity);
 	if (reader.heap_buffer)
 		free(reader.buffer);
 	log_header_wait_end(conn, opts);

@@ -302,7 +302,8 @@ int main(int argc, char **argv)
 	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP
 	 * and SIGUSR1: neither a closed terminal nor a signal sent to every
 	 * process of the service may cut established connections; the
-	 * long-lived loops block both and read them (signals.h).
+	 * long-lived loops block both and read them (signals.h), and the
+	 * listener takes SIGHUP back to reload the allowed subnets.
 	 */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
 	    signal(SIGHUP, SIG_IGN) == SIG_ERR ||

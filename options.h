@@ -34,6 +34,9 @@ struct options {
 	enum protocol protocol;
 	unsigned listeners;
 	unsigned max_connections;
+	unsigned connections_per_process; /* 1: a fresh process each */
+	unsigned min_spare;		  /* the pool's waiting processes */
+	unsigned max_spare;
 	int header_timeout_ms;
 	int connect_timeout_ms;
 	int idle_timeout_ms; /* TCP: end a connection quiet this long; 0 never */

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,12 +61,18 @@ static void relay_direction_init(struct relay_direction *dir, int from_fd,
 	dir->bytes = 0;
 }
 
+/*
+ * Closes the pipe and clears the buffer: a pool's connection process goes
+ * on to other connections, and none of them may find this one's bytes.
+ */
 static void relay_direction_release(struct relay_direction *dir)
 {
 	if (dir->pipe_fds[0] >= 0) {
 		close(dir->pipe_fds[0]);
 		close(dir->pipe_fds[1]);
+		dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
 	}
+	explicit_bzero(dir->buffer, sizeof dir->buffer);
 }
 
 static bool uses_pipe(const struct relay_direction *dir)

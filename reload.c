@@ -54,17 +54,18 @@ static void warn_masked_entry(void *context, size_t line, const char *text,
 		(const char *)context, line, text, reason);
 }
 
-void reload_and_log(const char *path, struct subnets *allowed,
-		    struct metrics *metrics)
+int reload_and_log(const char *path, struct subnets *allowed,
+		   struct metrics *metrics)
 {
 	char message[512];
 
 	if (path == NULL || allowed == NULL) {
 		log_msg(LOG_WARNING, "reload: no --allowed-subnets file to read");
-		return;
+		return -1;
 	}
 	int result = reload_allowed_subnets(path, allowed, metrics,
 					    warn_masked_entry, (void *)path,
 					    message, sizeof message);
 	log_msg(result == 0 ? LOG_NOTICE : LOG_ERR, "%s", message);
+	return result;
 }

@@ -32,9 +32,10 @@ int reload_allowed_subnets(const char *path, struct subnets *in_force,
  * SIGHUP's whole work for a long-lived mode: the reload above with its
  * line logged (a failure as an error), and masked entries warned about.
  * path NULL (no --allowed-subnets, allowed then NULL) logs that there is
- * nothing to read and changes nothing.
+ * nothing to read and changes nothing. Returns 0 when the new set is in
+ * force (the pool then replaces its processes), -1 otherwise.
  */
-void reload_and_log(const char *path, struct subnets *allowed,
-		    struct metrics *metrics);
+int reload_and_log(const char *path, struct subnets *allowed,
+		   struct metrics *metrics);
 
 #endif

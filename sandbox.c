@@ -448,6 +448,11 @@ static const struct syscall_rule syscall_rules[] = {
 	ALLOW(nanosleep, IN_CONNECTION),	  /* a pause after EMFILE */
 	ALLOW(clock_nanosleep, IN_CONNECTION),
 	ALLOW(madvise, IN_CONNECTION),	  /* stack pages given back */
+	/* The stop signal's handler puts a pipe in the listening socket's place. */
+#ifdef __NR_dup2
+	ALLOW(dup2, IN_CONNECTION),
+#endif
+	ALLOW(dup3, IN_CONNECTION), /* glibc's dup2() where no dup2 */
 	/* Narrowing further: a filter on top, capabilities dropped. */
 	ALLOW_IF_ARGUMENT_IS(prctl, IN_CONNECTION, 0, PR_SET_SECCOMP),
 	ALLOW_IF_ARGUMENT_IS(prctl, IN_CONNECTION, 0, PR_SET_NO_NEW_PRIVS),
@@ -459,17 +464,23 @@ static const struct syscall_rule syscall_rules[] = {
 	ALLOW(set_robust_list, IN_LISTENER), /* glibc's fork, in the child */
 	ALLOW(wait4, IN_LISTENER),
 	ALLOW(kill, IN_LISTENER),
-	/* syslog() reconnecting after the log daemon restarted. */
-	ALLOW_IF_ARGUMENT_IS(socket, IN_LISTENER, 0, AF_UNIX),
-
 	/*
 	 * SIGHUP's reload reads the allowed-subnets file again (reload.c,
-	 * subnets_load: open, read, close). Read-only: no flag that writes,
-	 * creates or truncates. Connection processes never reload.
+	 * subnets_load: open, read, close), in the listener and in the UDP
+	 * process. Read-only: no flag that writes, creates, truncates or
+	 * appends. A pool's connection processes narrow to a filter without
+	 * it: they never reload.
 	 */
 	ALLOW_IF_ARGUMENT_LACKS(openat, IN_LISTENER | IN_UDP, 2,
 				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC |
 					O_APPEND),
+#ifdef __NR_open
+	ALLOW_IF_ARGUMENT_LACKS(open, IN_LISTENER | IN_UDP, 1,
+				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC |
+					O_APPEND),
+#endif
+	/* syslog() reconnecting after the log daemon restarted. */
+	ALLOW_IF_ARGUMENT_IS(socket, IN_LISTENER, 0, AF_UNIX),
 
 	/* UDP: epoll and batches of datagrams. */
 #ifdef __NR_epoll_wait

@@ -6,6 +6,8 @@
  */
 #include "signals.h"
 
+#include "pool.h"
+
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
+	sigaddset(set, POOL_STOP_SIGNAL);
 }
 
 int signals_block(void)
@@ -48,8 +51,9 @@ struct signals_seen signals_read(int fd)
 			seen.reload = true;
 		else if (info.ssi_signo == SIGUSR1)
 			seen.report = true;
-		else
+		else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT)
 			seen.stop = true;
+		/* The stop signal asks nothing of a listener. */
 	}
 	return seen;
 }

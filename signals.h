@@ -1,7 +1,8 @@
 /*
  * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT,
  * SIGHUP, SIGUSR1), blocked and read through a signalfd, never handled
- * asynchronously.
+ * asynchronously. The pool's stop signal (pool.h) is blocked too, so that a
+ * connection process just forked holds it until it can handle it.
  *
  * Holds the set, blocking it, the signalfd and reading it. Holds nothing of
  * what a mode does on a signal.

@@ -150,7 +150,7 @@ conn_line() {
 
 	conn=$(conn_line '192\.0\.2\.16:40000')
 	[[ $conn =~ end=(backend-closed|done)$ ]]
-	wait_until 10 eval '[ -z "$(children_of "$MMPROXY_PID")" ]'
+	wait_until 10 no_busy_children "$MMPROXY_PID"
 	is_alive "$MMPROXY_PID"
 }
 
@@ -282,7 +282,7 @@ conn_line() {
 		--read-after-ms 2500 -w 20 -o "$TEST_DIR/reply" "127.0.0.1:$(port 0)"
 	slow_pid=$BG_PID
 	wait_for_file_lines "$BACKEND_LOG" 1
-	child=$(children_of "$MMPROXY_PID")
+	child=$(busy_children_of "$MMPROXY_PID")
 	[ -n "$child" ]
 	ticks=$(cpu_ticks_during "$child" 1)
 	echo "child $child used $ticks ticks while the client did not read"

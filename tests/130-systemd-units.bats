@@ -344,7 +344,8 @@ exec_script() {
 			wait_until 10 grep -qE '^peer=192\.0\.2\.58:[0-9]+ ' "$BACKEND_LOG"
 			! grep -q '^peer=192\.0\.2\.58:123 ' "$BACKEND_LOG" || false
 		fi
-		kill -TERM "$(pgrep -P "$listener" -x mmproxy || echo "$listener")"
+		# setpriv exec()s mmproxy: the recorded PID is the listener's.
+		kill -TERM "$listener"
 		wait_for_exit "$listener"
 		wait_for_no_listen 8443
 	done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
-# Robustness of the forking listener: many and faulty connections leave
-# nothing behind, SIGTERM spares established connections, running out of file
-# descriptors or reaching --max-connections only pauses accepting, and broken
-# v2 headers are refused without harm. All load is bounded in count and time.
+# Robustness of the listener and its connection processes: many and faulty
+# connections leave nothing behind, SIGTERM spares established connections,
+# running out of file descriptors or reaching --max-connections only pauses
+# accepting, and broken v2 headers are refused without harm. All load is
+# bounded in count and time. tests/310-pool.bats has the pool's own rules.
 
 load helpers/common
 
@@ -13,6 +14,14 @@ V2_TCP4_ADDRESSES=c000023c7f0000019c4001bb
 # Every connection child gone, only the listener left.
 no_children() {
 	[ -z "$(children_of "$MMPROXY_PID")" ]
+}
+
+# Each process's descriptors, one line a process: "PID: TARGET TARGET...".
+fd_targets() {
+	local pid fd
+	for pid in "$@"; do
+		echo "$pid: $(for fd in /proc/"$pid"/fd/*; do readlink "$fd"; done | sort | tr '\n' ' ')"
+	done
 }
 
 # The number the next open() would get: with RLIMIT_NOFILE there, none can.
@@ -34,11 +43,14 @@ assert_relay_works() {
 	wait_for_log "$BACKEND_LOG" "^peer=$client .* bytes=10000 "
 }
 
-@test "after 1,000 connections, some of them faulty, only the listener is left with the fds it started with" {
+@test "after 1,000 connections, some of them faulty, the listener and its waiting processes hold the fds they started with" {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --header-timeout 30
 	target="127.0.0.1:$(port 0)"
 	fds_at_start=$(fd_count "$MMPROXY_PID")
+	wait_until 10 eval '[ -n "$(children_of "$MMPROXY_PID")" ]'
+	# What every waiting process holds, its PID aside.
+	spare_fds=$(fd_targets "$(children_of "$MMPROXY_PID" | head -1)" | cut -d: -f2)
 
 	# 600 good ones, 50 at a time.
 	run ppclient -c 600 -P 50 -q -s 192.0.2.20:10000 -n 2000 --half-close -w 30 "$target"
@@ -68,9 +80,13 @@ assert_relay_works() {
 	[ "$(grep -cE 'end=(eof|reset)' <<<"$output")" -eq 100 ]
 	wait_until 10 eval '[ "$(grep -c "end=backend-refused" "$MMPROXY_LOG")" -eq 100 ]'
 
-	wait_until 30 no_children
+	wait_until 30 no_busy_children "$MMPROXY_PID"
 	is_alive "$MMPROXY_PID"
 	wait_until 10 eval '[ "$(fd_count "$MMPROXY_PID")" -eq "$fds_at_start" ]'
+	# Processes that served hundreds of connections hold what they held
+	# before the first one.
+	fd_targets $(children_of "$MMPROXY_PID")
+	[ -z "$(fd_targets $(children_of "$MMPROXY_PID") | cut -d: -f2 | grep -vxF "$spare_fds")" ]
 
 	backend_start echo "$(port 1)"
 	assert_relay_works 192.0.2.23:40000
@@ -111,10 +127,11 @@ assert_relay_works() {
 	[ "$(field crc "$line")" = "$(field crc_sent "$summary")" ]
 }
 
-@test "the listener survives running out of file descriptors and serves again afterwards" {
+@test "with --connections-per-process 1, the listener survives running out of file descriptors and serves again afterwards" {
 	backend_start echo "$(port 1)"
 	start_bg mmproxy prlimit --nofile=32 "$MMPROXY" -l "127.0.0.1:$(port 0)" \
-		-4 "127.0.0.1:$(port 1)" -6 "[::1]:$(port 1)" --allowed-subnets "$ALLOWED_SUBNETS" -v 2
+		-4 "127.0.0.1:$(port 1)" -6 "[::1]:$(port 1)" --allowed-subnets "$ALLOWED_SUBNETS" -v 2 \
+		--connections-per-process 1
 	MMPROXY_PID=$BG_PID
 	MMPROXY_LOG=$TEST_DIR/mmproxy.err
 	wait_for_listen "$(port 0)"
@@ -256,8 +273,8 @@ assert_relay_works() {
 	start_bg slow "$PPCLIENT" -2 -s 192.0.2.70:40000 --split 7 --split-delay 800 \
 		-t hello --half-close -w 20 "127.0.0.1:$(port 0)"
 	slow_pid=$BG_PID
-	wait_until 5 eval '[ -n "$(children_of "$MMPROXY_PID")" ]'
-	child=$(children_of "$MMPROXY_PID")
+	wait_until 5 eval '[ -n "$(busy_children_of "$MMPROXY_PID")" ]'
+	child=$(busy_children_of "$MMPROXY_PID")
 	ticks=$(cpu_ticks_during "$child" 1.5)
 	echo "child $child used $ticks ticks while waiting"
 	# A poll() that kept waking on the bytes already there would burn ~150.

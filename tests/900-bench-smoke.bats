@@ -5,7 +5,7 @@
 
 setup() {
 	REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-	for program in mmproxy tests/bench/loadgen tests/bench/echo; do
+	for program in mmproxy tests/bench/loadgen tests/bench/echo tests/bench/forkcost; do
 		[ -x "$REPO/$program" ] || {
 			echo "# $program is not built: run make test-programs" >&2
 			return 1
@@ -22,7 +22,7 @@ row() {
 	cd "$REPO"
 	run env BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_IDLE_CONNS=50 \
 		BENCH_PINGPONG_CONNS=10 BENCH_RESULTS_DIR="$BATS_TEST_TMPDIR" \
-		BENCH_EXTRA= BENCH_SCENARIOS= timeout 55 tests/bench/run
+		BENCH_EXTRA= BENCH_SCENARIOS= BENCH_PER_CONNECTION=0 timeout 120 tests/bench/run
 	echo "$output"
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"scenario "*" direct "*" mmproxy "*" ratio"* ]]
@@ -42,6 +42,14 @@ row() {
 	[ "$direct" = - ]
 	[ "$ratio" = n/a ]
 	[[ $proxied =~ ^[0-9]+\.[0-9]$ ]]
+	# ... and what the host gives up for it, beside direct's own.
+	read -r _ unit direct proxied ratio _ <<<"$(row idle-system)"
+	[ "$unit" = KiB/conn ]
+	[[ $direct =~ ^-?[0-9]+\.[0-9]$ ]]
+	[[ $proxied =~ ^\+-?[0-9]+\.[0-9]$ ]]
+	# The machine's fork cost, and the floor of a process per connection.
+	[[ "$output" =~ "fork + exit + wait of a small static process: "[0-9]+" us" ]]
+	[[ "$output" =~ "the floor of a process per connection), median: "-?[0-9.]+" KiB" ]]
 	# The proxy's CPU per unit of work is measured too.
 	read -r _ unit cpu _ <<<"$(grep -A1 '^CPU time' <<<"$output" | tail -n 1)"
 	[ "$unit" = us/msg ]

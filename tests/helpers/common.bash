@@ -160,6 +160,23 @@ children_of() {
 	pgrep -P "$1" || true
 }
 
+# The children of $1 that serve a connection: they hold a TCP socket that
+# is not listening, where a pool's waiting processes hold only the
+# listening one. A connection process whose connection is over has closed
+# its sockets (TIME_WAIT belongs to no process).
+busy_children_of() {
+	local children
+	children=$(children_of "$1")
+	[ -n "$children" ] || return 0
+	netns_exec ss -HtanpO | awk '$1 != "LISTEN"' | grep -o 'pid=[0-9]*' |
+		cut -d= -f2 | sort -u | grep -xF "$children" || true
+}
+
+# No connection is served any more: every child of $1 waits or is gone.
+no_busy_children() {
+	[ -z "$(busy_children_of "$1")" ]
+}
+
 # PID and everything below it, parents first.
 _tree() {
 	local pid child

@@ -95,6 +95,13 @@ static void field_text(const struct options *opts, const char *field,
 		snprintf(out, size, "listeners=%u", opts->listeners);
 	else if (strcmp(field, "max-connections") == 0)
 		snprintf(out, size, "max-connections=%u", opts->max_connections);
+	else if (strcmp(field, "connections-per-process") == 0)
+		snprintf(out, size, "connections-per-process=%u",
+			 opts->connections_per_process);
+	else if (strcmp(field, "min-spare") == 0)
+		snprintf(out, size, "min-spare=%u", opts->min_spare);
+	else if (strcmp(field, "max-spare") == 0)
+		snprintf(out, size, "max-spare=%u", opts->max_spare);
 	else if (strcmp(field, "header-timeout-ms") == 0)
 		snprintf(out, size, "header-timeout-ms=%d",
 			 opts->header_timeout_ms);
@@ -140,6 +147,10 @@ static const struct parse_case parse_cases[] = {
 	{"default protocol is tcp", "", "protocol=tcp"},
 	{"default: one listener", "", "listeners=1"},
 	{"default: no connection cap", "", "max-connections=0"},
+	{"default: 1000 connections per process", "",
+	 "connections-per-process=1000"},
+	{"default: 8 spare processes at least", "", "min-spare=8"},
+	{"default: 32 spare processes at most", "", "max-spare=32"},
 	{"default header timeout 5 s", "", "header-timeout-ms=5000"},
 	{"default connect timeout 5 s", "", "connect-timeout-ms=5000"},
 	{"default close-after 60 s", "", "close-after=60"},
@@ -180,6 +191,12 @@ static const struct parse_case parse_cases[] = {
 	{"--listeners", "--listeners 256", "listeners=256"},
 	{"--max-connections", "--max-connections 1000000",
 	 "max-connections=1000000"},
+	{"--connections-per-process 1", "--connections-per-process 1",
+	 "connections-per-process=1"},
+	{"--connections-per-process", "--connections-per-process 1000000000",
+	 "connections-per-process=1000000000"},
+	{"--min-spare", "--min-spare 4096", "min-spare=4096"},
+	{"--max-spare", "--max-spare 65536", "max-spare=65536"},
 	{"--header-timeout", "--header-timeout 3600",
 	 "header-timeout-ms=3600000"},
 	{"--connect-timeout", "--connect-timeout 1", "connect-timeout-ms=1000"},
@@ -266,6 +283,14 @@ static const struct error_case error_cases[] = {
 	{"-p UDP", "-p UDP", OPTIONS_ERROR, "not tcp or udp"},
 	{"--listeners 0", "--listeners 0", OPTIONS_ERROR,
 	 "--listeners: \"0\": not a number from 1 to 256"},
+	{"--connections-per-process 0", "--connections-per-process 0",
+	 OPTIONS_ERROR,
+	 "--connections-per-process: \"0\": not a number from 1 to "
+	 "1000000000"},
+	{"--min-spare 0", "--min-spare 0", OPTIONS_ERROR,
+	 "--min-spare: \"0\": not a number from 1 to 4096"},
+	{"--max-spare 65537", "--max-spare 65537", OPTIONS_ERROR,
+	 "--max-spare: \"65537\": not a number from 1 to 65536"},
 	{"--listeners 257", "--listeners 257", OPTIONS_ERROR,
 	 "not a number from 1 to 256"},
 	{"--max-connections over", "--max-connections 1000001", OPTIONS_ERROR,
@@ -353,6 +378,12 @@ static const struct mode_case mode_cases[] = {
 	 "--listeners with -p udp"},
 	{"UDP refuses --max-connections", "-p udp --max-connections 3",
 	 NOTHING, -1, "--max-connections with -p udp"},
+	{"UDP refuses --connections-per-process",
+	 "-p udp --connections-per-process 1", NOTHING, -1,
+	 "--connections-per-process with -p udp: one process serves every "
+	 "flow"},
+	{"UDP refuses --min-spare", "-p udp --min-spare 2", NOTHING, -1,
+	 "--min-spare with -p udp"},
 	{"UDP refuses --header-timeout", "-p udp --header-timeout 3", NOTHING,
 	 -1, "--header-timeout with -p udp"},
 	{"UDP refuses --connect-timeout", "-p udp --connect-timeout 3",
@@ -378,6 +409,12 @@ static const struct mode_case mode_cases[] = {
 	 "--listeners with --inetd"},
 	{"--inetd refuses --max-connections", "--inetd --max-connections 2",
 	 NOTHING, -1, "--max-connections with --inetd"},
+	{"--inetd refuses --connections-per-process",
+	 "--inetd --connections-per-process 5", NOTHING, -1,
+	 "--connections-per-process with --inetd: the inetd or the socket "
+	 "unit starts one process per connection"},
+	{"--inetd refuses --max-spare", "--inetd --max-spare 5", NOTHING, -1,
+	 "--max-spare with --inetd"},
 	{"--inetd refuses --listen-transparent",
 	 "--inetd --listen-transparent", NOTHING, -1,
 	 "--listen-transparent with --inetd"},
