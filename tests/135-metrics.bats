@@ -187,7 +187,10 @@ client-reset backend-reset idle-timeout loop error"
 	mmproxy_start_listener "$(port 0)" "$(port 1)"
 	# The backend's two sockets and mmproxy's one, nothing else.
 	[ "$(netns_exec ss -Hltn | wc -l)" -eq 3 ]
-	[ -z "$(children_of "$MMPROXY_PID")" ]
+	# The pool's waiting processes are mmproxy; no child is the endpoint.
+	for pid in $(children_of "$MMPROXY_PID"); do
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" != mmproxy-metrics ]
+	done
 }
 
 @test "--metrics for one connection's process (inetd mode) is a usage error" {

@@ -2,9 +2,9 @@
 # Least privilege, seen from outside: /proc/PID/status of each kind of
 # mmproxy process while it works. A listener and the UDP process keep
 # CAP_NET_ADMIN and CAP_NET_BIND_SERVICE and nothing else; a connection
-# process, once its spoofed connection is made, keeps no capability at all,
-# nor does the --metrics endpoint; each has no_new_privs and a seccomp filter; --user changes the user;
-# --do-not-sandbox turns all of it off and says so. (tests/050-sandbox.bats
+# process, once its last spoofed connection is made, keeps no capability at
+# all, nor does the --metrics endpoint; each has no_new_privs and a seccomp
+# filter; --user changes the user; --do-not-sandbox turns all of it off and says so. (tests/050-sandbox.bats
 # shows what the filters refuse.)
 
 load helpers/common
@@ -61,15 +61,35 @@ only_child() {
 	echo "$children"
 }
 
+# The one child of PID serving a connection (a pool's spares wait beside it).
+only_busy_child() {
+	local busy
+	busy=$(busy_children_of "$1")
+	[ -n "$busy" ] && [ "$(echo "$busy" | wc -l)" = 1 ] || return 1
+	echo "$busy"
+}
+
+# The child of PID named NAME (comm), exactly one.
+child_named() {
+	local pid found=
+	for pid in $(children_of "$1"); do
+		if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then
+			[ -z "$found" ] || return 1
+			found=$pid
+		fi
+	done
+	[ -n "$found" ] && echo "$found"
+}
+
 @test "a listener keeps only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, with no_new_privs and a filter" {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)"
 	assert_sandboxed "$MMPROXY_PID" "$KEPT"
 }
 
-@test "a connection process in the middle of its relay holds no capability" {
+@test "a connection process in the middle of its last relay holds no capability" {
 	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --connections-per-process 1
 	hold_connection "$(port 0)" 192.0.2.40:40000
 	child=$(only_child "$MMPROXY_PID")
 	assert_sandboxed "$child" "$NONE"
@@ -119,9 +139,7 @@ only_child() {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --metrics "127.0.0.1:$(port 2)"
 	wait_for_listen "$(port 2)"
-	endpoint=$(children_of "$MMPROXY_PID")
-	[ "$(echo "$endpoint" | wc -l)" = 1 ]
-	[ "$(cat "/proc/$endpoint/comm")" = mmproxy-metrics ]
+	endpoint=$(child_named "$MMPROXY_PID" mmproxy-metrics)
 	assert_sandboxed "$endpoint" "$NONE"
 	run netns_exec curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
 		"http://127.0.0.1:$(port 2)/metrics"
@@ -141,7 +159,8 @@ only_child() {
 
 @test "with --user, the listener and its connection processes run as that user and still spoof" {
 	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)" --user nobody
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --user nobody \
+		--connections-per-process 1
 	assert_sandboxed "$MMPROXY_PID" "$KEPT" "$(id -u nobody)"
 	hold_connection "$(port 0)" 192.0.2.43:40000
 	assert_sandboxed "$(only_child "$MMPROXY_PID")" "$NONE" "$(id -u nobody)"
@@ -199,7 +218,7 @@ only_child() {
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --do-not-sandbox
 	grep -q -- '--do-not-sandbox: every capability kept and no system call filter' "$MMPROXY_LOG"
 	hold_connection "$(port 0)" 192.0.2.46:40000
-	child=$(only_child "$MMPROXY_PID")
+	child=$(only_busy_child "$MMPROXY_PID")
 	for pid in "$MMPROXY_PID" "$child"; do
 		[ "$(status_of "$pid" Seccomp)" = 0 ]
 		[ "$(status_of "$pid" NoNewPrivs)" = 0 ]
