@@ -47,7 +47,7 @@ HELPERS = tests/helpers/backend tests/helpers/ppclient tests/helpers/udpclient \
 	  tests/helpers/transparent tests/helpers/sandboxed
 UNIT_TESTS = tests/unit/proxyhdr_test tests/unit/subnets_test \
 	     tests/unit/options_test tests/unit/endpoint_test \
-	     tests/unit/flowtable_test tests/unit/relay_test
+	     tests/unit/flowtable_test tests/unit/relay_test tests/unit/metrics_test
 BENCH = tests/bench/loadgen tests/bench/echo tests/bench/forkcost
 
 .PHONY: all test test-programs asan fuzz bench demo install uninstall deb clean format
@@ -59,12 +59,14 @@ all: mmproxy
 PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o \
 	    flowtable.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
-	      relay.o listener.o pool.o udp.o check.o netlink.o sandbox.o
+	      relay.o listener.o pool.o udp.o check.o netlink.o sandbox.o \
+	      metrics.o metrics_http.o reload.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
 	  sockets.h signals.h spoof.h connection.h relay.h listener.h pool.h udp.h \
-	  check.h netlink.h stack_layout.h flowtable.h sandbox.h
+	  check.h netlink.h stack_layout.h flowtable.h sandbox.h metrics.h \
+	  metrics_http.h reload.h
 
 mmproxy: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)
@@ -103,12 +105,19 @@ tests/unit/flowtable_test: tests/unit/flowtable_test.c flowtable.c netaddr.c tex
 tests/unit/relay_test: tests/unit/relay_test.c relay.c sockets.c log.c netaddr.c text.c $(HEADERS)
 	$(UNIT) -o $@ $< relay.c sockets.c log.c netaddr.c text.c $(CFLAGS) $(LDFLAGS)
 
+METRICS_SOURCES = metrics.c metrics_http.c reload.c subnets.c text.c log.c sandbox.c
+tests/unit/metrics_test: tests/unit/metrics_test.c $(METRICS_SOURCES) $(HEADERS)
+	$(UNIT) -o $@ $< $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
+
 # Replays the kept fuzz corpus in `make test` without needing clang.
 tests/fuzz/replay_proxyhdr: tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_proxyhdr.c tests/fuzz/replay_main.c proxyhdr.c $(CFLAGS) $(LDFLAGS)
 
 tests/fuzz/replay_subnets: tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c subnets.h text.c text.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_subnets.c tests/fuzz/replay_main.c subnets.c text.c $(CFLAGS) $(LDFLAGS)
+
+tests/fuzz/replay_metrics_http: tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) metrics_http.h metrics.h sandbox.h
+	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ tests/fuzz/fuzz_metrics_http.c tests/fuzz/replay_main.c $(METRICS_SOURCES) $(CFLAGS) $(LDFLAGS)
 
 FUZZ = $(CLANG) -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I.
 
@@ -117,6 +126,10 @@ tests/fuzz/fuzz_proxyhdr: tests/fuzz/fuzz_proxyhdr.c proxyhdr.c proxyhdr.h
 
 tests/fuzz/fuzz_subnets: tests/fuzz/fuzz_subnets.c subnets.c subnets.h text.c text.h
 	$(FUZZ) -o $@ $< subnets.c text.c
+
+# The endpoint's request judge needs the rest of the metrics to link.
+tests/fuzz/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c $(METRICS_SOURCES) metrics_http.h metrics.h sandbox.h
+	$(FUZZ) -o $@ $< $(METRICS_SOURCES)
 
 # The test and benchmark tools share tests/helpers/toolkit.c.
 TOOLKIT = tests/helpers/toolkit.c tests/helpers/toolkit.h
@@ -138,7 +151,8 @@ tests/bench/%: tests/bench/%.c $(TOOLKIT) proxyhdr.c proxyhdr.h
 # The header parse timing, printed below the benchmark's table.
 BENCH += tests/bench/parsetime
 
-test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr tests/fuzz/replay_subnets $(HELPERS) $(BENCH)
+test-programs: mmproxy $(UNIT_TESTS) tests/fuzz/replay_proxyhdr tests/fuzz/replay_subnets \
+	tests/fuzz/replay_metrics_http $(HELPERS) $(BENCH)
 
 test:
 	$(MAKE) WERROR=1 test-programs
@@ -148,12 +162,14 @@ test:
 # Headers are fuzzed up to the largest valid one: the v2 fixed part and a
 # 16-bit length (PROXYHDR_MAX_LEN in proxyhdr.h).
 PROXYHDR_MAX_LEN = 65551
-fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets
-	mkdir -p tests/fuzz/work tests/fuzz/work-subnets
+fuzz: tests/fuzz/fuzz_proxyhdr tests/fuzz/fuzz_subnets tests/fuzz/fuzz_metrics_http
+	mkdir -p tests/fuzz/work tests/fuzz/work-subnets tests/fuzz/work-metrics-http
 	tests/fuzz/fuzz_proxyhdr -max_total_time=$(FUZZ_SECONDS) -max_len=$(PROXYHDR_MAX_LEN) \
 		-dict=tests/fuzz/proxyhdr.dict tests/fuzz/work tests/fuzz/corpus
 	tests/fuzz/fuzz_subnets -max_total_time=$(FUZZ_SECONDS) -max_len=2048 \
 		tests/fuzz/work-subnets tests/fuzz/subnets-corpus
+	tests/fuzz/fuzz_metrics_http -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		tests/fuzz/work-metrics-http tests/fuzz/metrics-http-corpus
 
 bench: mmproxy $(BENCH)
 	tests/bench/run
@@ -222,5 +238,6 @@ format:
 clean:
 	rm -f mmproxy mmproxy-asan *.o $(UNIT_TESTS) $(HELPERS) $(BENCH) \
 		tests/fuzz/fuzz_proxyhdr tests/fuzz/replay_proxyhdr \
-		tests/fuzz/fuzz_subnets tests/fuzz/replay_subnets
-	rm -rf tests/fuzz/work tests/fuzz/work-subnets
+		tests/fuzz/fuzz_subnets tests/fuzz/replay_subnets \
+		tests/fuzz/fuzz_metrics_http tests/fuzz/replay_metrics_http
+	rm -rf tests/fuzz/work tests/fuzz/work-subnets tests/fuzz/work-metrics-http

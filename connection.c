@@ -22,6 +22,7 @@
 
 #include "endpoint.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "proxyhdr.h"
 #include "relay.h"
@@ -89,6 +90,10 @@ struct connection {
 	uint64_t bytes_down; /* backend to client */
 	int64_t start_ms;
 	enum connection_end end;
+	/* For the counters: what was wrong with a bad header, and the errno
+	 * of a failed bind or connect to the target (0: the families differ). */
+	enum proxyhdr_error header_error;
+	int connect_error;
 };
 
 static void log_header_problem(const struct connection *conn,
@@ -171,6 +176,7 @@ static enum header_step judge_header_bytes(struct connection *conn,
 			       : HEADER_FAILED;
 	case PROXYHDR_INVALID:
 		log_header_problem(conn, error, reader->buffer, len);
+		conn->header_error = error;
 		conn->end = error == PROXYHDR_ENOT_PROXY ? END_NO_HEADER
 							 : END_BAD_HEADER;
 		return HEADER_FAILED;
@@ -537,6 +543,7 @@ CONNECTION_PHASE static int connect_backend(struct connection *conn,
 		return 0;
 	log_connect_failure(conn, opts, &failure);
 	conn->end = connect_failure_end(&failure);
+	conn->connect_error = failure.step == SPOOF_FAMILY ? 0 : failure.error;
 	return -1;
 }
 
@@ -609,6 +616,39 @@ static void log_connection_summary(const struct connection *conn)
 		(unsigned long long)conn->bytes_down,
 		(long long)(monotonic_ms() - conn->start_ms),
 		end_names[conn->end]);
+}
+
+/* The shared counters' name for each end: the same names, in metrics.h. */
+static const enum metrics_end metrics_end_of[] = {
+	[END_DONE] = METRICS_END_DONE,
+	[END_BACKEND_CLOSED] = METRICS_END_BACKEND_CLOSED,
+	[END_HEALTH] = METRICS_END_HEALTH,
+	[END_NOT_ALLOWED] = METRICS_END_NOT_ALLOWED,
+	[END_NOT_DIVERTED] = METRICS_END_NOT_DIVERTED,
+	[END_NO_HEADER] = METRICS_END_NO_HEADER,
+	[END_BAD_HEADER] = METRICS_END_BAD_HEADER,
+	[END_HEADER_TIMEOUT] = METRICS_END_HEADER_TIMEOUT,
+	[END_HEADER_TRUNCATED] = METRICS_END_HEADER_TRUNCATED,
+	[END_BIND_FAILED] = METRICS_END_BIND_FAILED,
+	[END_BACKEND_REFUSED] = METRICS_END_BACKEND_REFUSED,
+	[END_CONNECT_TIMEOUT] = METRICS_END_CONNECT_TIMEOUT,
+	[END_CLIENT_RESET] = METRICS_END_CLIENT_RESET,
+	[END_BACKEND_RESET] = METRICS_END_BACKEND_RESET,
+	[END_IDLE_TIMEOUT] = METRICS_END_IDLE_TIMEOUT,
+	[END_LOOP] = METRICS_END_LOOP,
+	[END_ERROR] = METRICS_END_ERROR,
+};
+
+/* The connection's end into the shared counters, once, before it closes. */
+static void count_end(struct metrics *metrics, const struct connection *conn)
+{
+	metrics_count_end(metrics, metrics_end_of[conn->end]);
+	metrics_add_bytes(metrics, conn->bytes_up, conn->bytes_down);
+	if (conn->end == END_BAD_HEADER)
+		metrics_count_bad_header(metrics, conn->header_error);
+	if (conn->end == END_BIND_FAILED || conn->end == END_BACKEND_REFUSED ||
+	    conn->end == END_CONNECT_TIMEOUT)
+		metrics_count_connect_failure(metrics, conn->connect_error);
 }
 
 static bool is_normal_end(enum connection_end end)
@@ -718,17 +758,19 @@ static void relay_connection(struct connection *conn,
  */
 static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		 const struct options *opts, const struct subnets *allowed,
-		 bool last)
+		 struct metrics *metrics, bool last)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
 				  .tproxy = opts->tproxy, .end = END_ERROR};
 
 	conn.start_ms = monotonic_ms();
+	metrics_count_accepted(metrics);
 	int identified = identify_load_balancer(&conn, accepted_peer);
 	if (identified == 0 && conn.tproxy)
 		identified = identify_tproxy_ends(&conn);
 	if (identified < 0) {
 		log_error("connection on fd %d: %s", lb_fd, strerror(errno));
+		count_end(metrics, &conn);
 		close(lb_fd);
 		return EXIT_SYSTEM;
 	}
@@ -744,20 +786,23 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 			relay_connection(&conn, opts);
 	}
 	log_connection_summary(&conn);
+	/* Counted first: once a peer sees the close, a scrape shows it. */
+	count_end(metrics, &conn);
 	close_connection(&conn);
 	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
 }
 
 int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
-		   const struct options *opts, const struct subnets *allowed)
+		   const struct options *opts, const struct subnets *allowed,
+		   struct metrics *metrics)
 {
-	return serve(lb_fd, accepted_peer, opts, allowed, false);
+	return serve(lb_fd, accepted_peer, opts, allowed, metrics, false);
 }
 
 int connection_run_last(int lb_fd,
 			const struct sockaddr_storage *accepted_peer,
 			const struct options *opts,
-			const struct subnets *allowed)
+			const struct subnets *allowed, struct metrics *metrics)
 {
-	return serve(lb_fd, accepted_peer, opts, allowed, true);
+	return serve(lb_fd, accepted_peer, opts, allowed, metrics, true);
 }

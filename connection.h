@@ -12,18 +12,21 @@
 
 #include <sys/socket.h>
 
+#include "metrics.h"
 #include "options.h"
 #include "subnets.h"
 
 /*
  * Handle the connection on lb_fd to its end, and close it. accepted_peer is
  * the peer our accept loop saw, with lb_fd already non-blocking; NULL for a
- * socket from inetd or systemd. allowed NULL allows every peer. Returns the
- * process exit status: 0 when the job was done (a refusal is a job done),
- * 1 on a system error.
+ * socket from inetd or systemd. allowed NULL allows every peer. The
+ * connection is counted in metrics, the long-lived mode's shared counters
+ * (NULL: none, as in inetd mode). Returns the process exit status: 0 when
+ * the job was done (a refusal is a job done), 1 on a system error.
  */
 int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
-		   const struct options *opts, const struct subnets *allowed);
+		   const struct options *opts, const struct subnets *allowed,
+		   struct metrics *metrics);
 
 /*
  * The same, for a process that will take no other connection: once its
@@ -34,6 +37,6 @@ int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,
 int connection_run_last(int lb_fd,
 			const struct sockaddr_storage *accepted_peer,
 			const struct options *opts,
-			const struct subnets *allowed);
+			const struct subnets *allowed, struct metrics *metrics);
 
 #endif

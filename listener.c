@@ -31,7 +31,9 @@
 
 #include "connection.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
+#include "reload.h"
 #include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
@@ -41,6 +43,9 @@ struct listener {
 	int listen_fd;
 	int signal_fd;
 	pid_t pid;
+	struct metrics *metrics; /* shared with every child: counts are exact */
+	pid_t metrics_pid; /* the --metrics endpoint's process, or 0 */
+	bool is_sibling;   /* started by the first accept process (--listeners) */
 	unsigned live_children; /* --connections-per-process 1 */
 	unsigned max_children;	/* 0: no cap */
 	int64_t paused_until_ms;
@@ -62,22 +67,6 @@ struct listener {
  */
 enum { ACCEPT_BACKOFF_MS = 100, ACCEPT_BATCH = 32, TRIM_INTERVAL_MS = 1000 };
 
-/*
- * Where connections are counted (issue 15 keeps its counters in shared
- * memory and bumps them here): accepted, by the process that accepted;
- * refused before any work, by the listener with --connections-per-process
- * 1 (a connection process refuses inside connection_run(), which counts
- * its own ends); ended, by the connection process with connection_run()'s
- * status.
- */
-enum connection_event { EVENT_ACCEPTED, EVENT_REFUSED, EVENT_ENDED };
-
-static void count_connection_event(enum connection_event event, int status)
-{
-	(void)event;
-	(void)status;
-}
-
 static void reap_children(struct listener *l)
 {
 	pid_t pid;
@@ -85,6 +74,11 @@ static void reap_children(struct listener *l)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		bool was_sibling = false;
+		if (pid == l->metrics_pid) {
+			log_msg(LOG_ERR, "metrics process %ld exited", (long)pid);
+			l->metrics_pid = 0;
+			continue;
+		}
 		for (unsigned i = 0; i < l->sibling_count; i++) {
 			if (l->sibling_pids[i] == pid) {
 				l->sibling_pids[i] = 0;
@@ -132,48 +126,17 @@ static void log_connection_limit(struct listener *l, unsigned limit)
 
 /* ---- reloading the allowed subnets (SIGHUP) */
 
-static void warn_masked_entry(void *context, size_t line, const char *text,
-			      const char *reason)
-{
-	log_msg(LOG_WARNING, "%s:%zu: \"%s\": %s", (const char *)context, line,
-		text, reason);
-}
-
 /*
- * All or nothing: a file that fails to load leaves the set in force and
- * says why; one that loads replaces it. Returns true when it was replaced.
+ * All or nothing (reload.h). The first accept process passes the signal on
+ * to the others (--listeners), each reloads its own copy of the set, and the
+ * first alone counts the reload in the metrics. Returns true when the set
+ * was replaced.
  */
-static bool reload_allowed_subnets(struct listener *l,
-				   const struct options *opts)
+static bool reload_allowed(struct listener *l, const struct options *opts)
 {
-	struct subnets fresh = {0};
-	struct subnets_error error;
-
-	if (opts->subnets_path == NULL || l->allowed == NULL) {
-		log_msg(LOG_WARNING, "SIGHUP: no --allowed-subnets file to "
-				     "reload");
-		return false;
-	}
-	if (subnets_load(opts->subnets_path, &fresh, &error, warn_masked_entry,
-			 (void *)opts->subnets_path) != 0) {
-		if (error.line > 0)
-			log_msg(LOG_ERR,
-				"%s:%zu: \"%s\": %s; keeping the %zu entries "
-				"in force",
-				opts->subnets_path, error.line, error.text,
-				error.reason, l->allowed->count);
-		else
-			log_msg(LOG_ERR, "%s: %s; keeping the %zu entries in "
-					 "force",
-				opts->subnets_path, error.reason,
-				l->allowed->count);
-		return false;
-	}
-	subnets_free(l->allowed);
-	*l->allowed = fresh;
-	log_msg(LOG_NOTICE, "%s: reloaded, %zu entries in force",
-		opts->subnets_path, l->allowed->count);
-	return true;
+	stop_siblings(l, SIGHUP);
+	return reload_and_log(opts->subnets_path, l->allowed,
+			      l->is_sibling ? NULL : l->metrics) == 0;
 }
 
 /* ---- the pool: connection processes that serve one connection after another */
@@ -209,18 +172,21 @@ run_pool_child(struct listener *l, int slot, const struct options *opts)
 					POOL_ACCEPT_BACKOFF_MS);
 			continue;
 		}
-		count_connection_event(EVENT_ACCEPTED, 0);
 		/*
+		 * Counted as accepted and, at its end, as ended, inside
+		 * connection_run(): the shared block's live gauge is exact
+		 * whichever process of the pool serves it.
+		 *
 		 * Its last connection: once connected, the relay runs with no
 		 * capability and the relay's filter. (A stop request that
 		 * comes later finds it with its connection's filter.)
 		 */
 		if (pool_child_is_last_connection(&child))
 			status = connection_run_last(fd, &peer, opts,
-						     l->allowed);
+						     l->allowed, l->metrics);
 		else
-			status = connection_run(fd, &peer, opts, l->allowed);
-		count_connection_event(EVENT_ENDED, status);
+			status = connection_run(fd, &peer, opts, l->allowed,
+						l->metrics);
 		pool_child_served(&child);
 		/* After a system error, a fresh process takes over. */
 		if (status != 0)
@@ -277,9 +243,10 @@ static bool handle_pool_signals(struct listener *l, const struct options *opts)
 		pool_retire_all(l->pool);
 		return true;
 	}
+	if (seen.report)
+		metrics_log(l->metrics, METRICS_SHOW_TCP);
 	if (seen.reload) {
-		stop_siblings(l, SIGHUP);
-		if (reload_allowed_subnets(l, opts)) {
+		if (reload_allowed(l, opts)) {
 			/* The new set reaches only processes forked from now. */
 			pool_retire_all(l->pool);
 			start_spares(l, l->pool_settings.min_spare, opts);
@@ -370,9 +337,8 @@ run_connection_child(struct listener *l, int client_fd,
 	    signal(POOL_STOP_SIGNAL, SIG_IGN) == SIG_ERR ||
 	    sigprocmask(SIG_SETMASK, &only_interrupt, NULL) != 0)
 		_exit(EXIT_SYSTEM);
-	int status = connection_run_last(client_fd, peer, opts, l->allowed);
-	count_connection_event(EVENT_ENDED, status);
-	_exit(status);
+	_exit(connection_run_last(client_fd, peer, opts, l->allowed,
+				  l->metrics));
 }
 
 static bool is_at_limit(const struct listener *l)
@@ -391,8 +357,8 @@ static bool refused_here(struct listener *l, int client_fd,
 	if (l->allowed == NULL ||
 	    subnets_contains(l->allowed, (const struct sockaddr *)peer))
 		return false;
-	count_connection_event(EVENT_REFUSED, 0);
-	connection_run(client_fd, peer, opts, l->allowed);
+	/* Counted as accepted and refused there, as a child would. */
+	connection_run(client_fd, peer, opts, l->allowed, l->metrics);
 	return true;
 }
 
@@ -414,7 +380,6 @@ accept_connections(struct listener *l, const struct options *opts)
 			pause_accepting(l, "accept", errno);
 			return;
 		}
-		count_connection_event(EVENT_ACCEPTED, 0);
 		if (refused_here(l, client_fd, &peer, opts))
 			continue;
 		/*
@@ -479,10 +444,10 @@ accept_loop(const struct listener *set_up, const struct options *opts)
 				stop_siblings(l, SIGTERM);
 				return 0;
 			}
-			if (seen.reload) {
-				stop_siblings(l, SIGHUP);
-				reload_allowed_subnets(l, opts);
-			}
+			if (seen.report)
+				metrics_log(l->metrics, METRICS_SHOW_TCP);
+			if (seen.reload)
+				reload_allowed(l, opts);
 		}
 		if (fds[1].revents & POLLIN)
 			accept_connections(l, opts);
@@ -547,7 +512,8 @@ static struct pool_settings pool_settings_for(const struct options *opts,
  * everything at once.
  */
 static int run_own_listeners(const struct options *opts,
-			     struct subnets *allowed)
+			     struct subnets *allowed, struct metrics *metrics,
+			     pid_t metrics_pid)
 {
 	unsigned count = opts->listeners;
 	/*
@@ -581,6 +547,8 @@ static int run_own_listeners(const struct options *opts,
 					close(fds[j]);
 			struct listener sibling = {
 				.listen_fd = fds[i],
+				.metrics = metrics,
+				.is_sibling = true,
 				.max_children =
 					share_of(opts->max_connections, count),
 				.pool_settings = pool_settings_for(opts, count),
@@ -595,6 +563,8 @@ static int run_own_listeners(const struct options *opts,
 		close(fds[i]);
 	struct listener first = {
 		.listen_fd = fds[0],
+		.metrics = metrics,
+		.metrics_pid = metrics_pid,
 		.max_children = share_of(opts->max_connections, count),
 		.sibling_pids = pids,
 		.sibling_count = count - 1,
@@ -628,7 +598,8 @@ static void make_transparent(int listen_fd)
 }
 
 int listener_run(int activated_fd, const struct options *opts,
-		 struct subnets *allowed)
+		 struct subnets *allowed, struct metrics *metrics,
+		 pid_t metrics_pid)
 {
 	/*
 	 * SIGHUP reloads the allowed subnets: blocked and read through the
@@ -638,10 +609,12 @@ int listener_run(int activated_fd, const struct options *opts,
 	if (signal(SIGHUP, SIG_DFL) == SIG_ERR)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 	if (activated_fd < 0)
-		return run_own_listeners(opts, allowed);
+		return run_own_listeners(opts, allowed, metrics, metrics_pid);
 	if (opts->tproxy)
 		make_transparent(activated_fd);
 	struct listener l = {.listen_fd = activated_fd,
+			     .metrics = metrics,
+			     .metrics_pid = metrics_pid,
 			     .max_children = opts->max_connections,
 			     .pool_settings = pool_settings_for(opts, 1),
 			     .allowed = allowed};

@@ -25,12 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "connection.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
+#include "netaddr.h"
 #include "options.h"
 #include "sandbox.h"
 #include "signals.h"
@@ -163,6 +167,41 @@ static void load_allowed_subnets(const char *path, struct subnets *table)
 }
 
 /*
+ * A long-lived mode's counters, in memory its children will share, and with
+ * --metrics the endpoint's process, forked before anything else so that it
+ * holds nothing of the proxying. Returns the endpoint's PID, or 0.
+ */
+static pid_t start_metrics(enum launch_mode mode, const struct options *opts,
+			   const struct subnets *allowed,
+			   struct metrics **metrics)
+{
+	char text[NETADDR_TEXT_SIZE];
+
+	*metrics = metrics_open();
+	if (*metrics == NULL)
+		die(EXIT_SYSTEM, "metrics: mmap: %s", strerror(errno));
+	if (allowed != NULL)
+		metrics_note_subnets_loaded(*metrics, allowed->count,
+					    time(NULL));
+	if (!opts->metrics_given)
+		return 0;
+	netaddr_format(&opts->metrics_addr, text, sizeof text);
+	int fd = metrics_http_listen((const struct sockaddr *)&opts->metrics_addr,
+				     netaddr_length(&opts->metrics_addr));
+	if (fd < 0)
+		die(EXIT_SYSTEM, "--metrics %s: %s", text, strerror(errno));
+	pid_t pid = metrics_http_start(fd, *metrics,
+				       mode == MODE_UDP ? METRICS_SHOW_UDP
+							: METRICS_SHOW_TCP,
+				       &opts->sandbox);
+	if (pid < 0)
+		die(EXIT_SYSTEM, "--metrics %s: fork: %s", text,
+		    strerror(errno));
+	close(fd);
+	return pid;
+}
+
+/*
  * Least privilege from the start (SECURITY in mmproxy.8): the capabilities
  * mmproxy uses and no other, the --user switch, no_new_privs, and every
  * process kind's system call filter built now, before any fork. Where a
@@ -221,23 +260,27 @@ static int run_one_connection(int fd, const struct options *opts,
 {
 	if (sandbox_install_filter(&opts->sandbox, SANDBOX_CONNECTION) != 0)
 		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
-	return connection_run_last(fd, NULL, opts, allowed);
+	return connection_run_last(fd, NULL, opts, allowed, NULL);
 }
 
 /* The long-lived modes read their signals from a signalfd, never async. */
 static int run_long_lived(enum launch_mode mode, int activated_fd,
 			  const struct options *opts, struct subnets *allowed)
 {
+	struct metrics *metrics;
+
 	check_warn_about_routing(opts);
+	pid_t metrics_pid = start_metrics(mode, opts, allowed, &metrics);
 	if (signals_block() != 0)
 		die(EXIT_SYSTEM, "sigprocmask: %s", strerror(errno));
 	if (mode != MODE_UDP)
-		return listener_run(activated_fd, opts, allowed);
+		return listener_run(activated_fd, opts, allowed, metrics,
+				    metrics_pid);
 	if (activated_fd < 0)
 		activated_fd = open_listening_socket(&opts->listen_addr,
 						     SOCK_DGRAM, false,
 						     opts->listen_transparent);
-	return udp_run(activated_fd, opts, allowed);
+	return udp_run(activated_fd, opts, allowed, metrics, metrics_pid);
 }
 
 int main(int argc, char **argv)
@@ -256,12 +299,15 @@ int main(int argc, char **argv)
 		return check_run(&opts);
 	}
 	/*
-	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP: a
-	 * closed terminal must not cut established connections; the listener
-	 * takes it back to reload the allowed subnets.
+	 * SIGPIPE: a write to a reset socket is an error we handle. SIGHUP
+	 * and SIGUSR1: neither a closed terminal nor a signal sent to every
+	 * process of the service may cut established connections; the
+	 * long-lived loops block both and read them (signals.h), and the
+	 * listener takes SIGHUP back to reload the allowed subnets.
 	 */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR ||
-	    signal(SIGHUP, SIG_IGN) == SIG_ERR)
+	    signal(SIGHUP, SIG_IGN) == SIG_ERR ||
+	    signal(SIGUSR1, SIG_IGN) == SIG_ERR)
 		die(EXIT_SYSTEM, "signal: %s", strerror(errno));
 
 	if (opts.subnets_path != NULL) {

@@ -24,8 +24,8 @@ static const char help_text[] =
 	"               [--connections-per-process N] [--min-spare N]\n"
 	"               [--max-spare N]\n"
 	"               [--header-timeout S] [--connect-timeout S]\n"
-	"               [--idle-timeout S]\n"
-	"               [--close-after S] [--max-flows N] [--port-fallback]\n"
+	"               [--idle-timeout S] [--close-after S] [--max-flows N]\n"
+	"               [--metrics ADDR:PORT] [--port-fallback]\n"
 	"               [--dynamic-destination] [--listen-transparent]\n"
 	"               [--inetd] [--tproxy] [--check] [--check-from ADDR]\n"
 	"               [-t N] [--user NAME|UID] [--do-not-sandbox] [-h]\n"
@@ -63,6 +63,8 @@ static const char help_text[] =
 	"                           way for this long (default: never)\n"
 	"  --close-after S          UDP: close a flow idle this long (default 60)\n"
 	"  --max-flows N            UDP: live flows at most (default 65536)\n"
+	"  --metrics ADDR:PORT      serve GET /metrics (Prometheus text) here\n"
+	"                           (default: no endpoint)\n"
 	"  --port-fallback          when the client's port is taken locally, keep its\n"
 	"                           address with an ephemeral port\n"
 	"  --dynamic-destination    connect to the destination named in the header\n"
@@ -93,7 +95,7 @@ static const char help_text[] =
 	"--listeners, --max-connections, --connections-per-process,\n"
 	"--min-spare, --max-spare and --listen-transparent; with a listening\n"
 	"socket from systemd, -l, --inetd, --listeners and\n"
-	"--listen-transparent.\n"
+	"--listen-transparent. --metrics needs a long-lived mode.\n"
 	"\n"
 	"Also accepted, for command lines written for cloudflare mmproxy or\n"
 	"go-mmproxy: one or two dashes on every long option; -a and\n"
@@ -129,6 +131,7 @@ enum option_id {
 	OPT_IDLE_TIMEOUT,
 	OPT_CLOSE_AFTER,
 	OPT_MAX_FLOWS,
+	OPT_METRICS,
 	OPT_PORT_FALLBACK,
 	OPT_DYNAMIC_DESTINATION,
 	OPT_LISTEN_TRANSPARENT,
@@ -180,6 +183,7 @@ static const struct option_name option_names[] = {
 	{"idle-timeout", OPT_IDLE_TIMEOUT, true},
 	{"close-after", OPT_CLOSE_AFTER, true},
 	{"max-flows", OPT_MAX_FLOWS, true},
+	{"metrics", OPT_METRICS, true},
 	{"port-fallback", OPT_PORT_FALLBACK, false},
 	{"dynamic-destination", OPT_DYNAMIC_DESTINATION, false},
 	{"listen-transparent", OPT_LISTEN_TRANSPARENT, false},
@@ -317,6 +321,10 @@ static int apply_address(const struct option_name *opt, struct options *opts,
 				    shown, value);
 		opts->target6_given = true;
 		return 0;
+	case OPT_METRICS:
+		opts->metrics_given = true;
+		return parse_address_option(shown, value, &opts->metrics_addr,
+					    error);
 	default:
 		return parse_check_from(opts, shown, value, error);
 	}
@@ -411,6 +419,7 @@ static int apply_option(struct options *opts, const struct option_name *opt,
 	case OPT_TARGET4:
 	case OPT_TARGET6:
 	case OPT_CHECK_FROM:
+	case OPT_METRICS:
 		return apply_address(opt, opts, shown, value, error);
 	case OPT_VERBOSE:
 		if (value == NULL) {
@@ -601,6 +610,9 @@ static const char *meaningless_reason(enum option_id id, enum launch_mode mode)
 			       "per connection";
 		case OPT_MAX_FLOWS:
 			return "flows are UDP's";
+		case OPT_METRICS:
+			return "a process of one connection serves no "
+			       "endpoint (run a listener for the counters)";
 		default:
 			return NULL;
 		}

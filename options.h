@@ -51,6 +51,8 @@ struct options {
 	uint32_t table;			     /* the routing table --check suggests */
 	struct sockaddr_storage check_from4; /* spoofed source of --check's probe */
 	struct sockaddr_storage check_from6;
+	bool metrics_given;
+	struct sockaddr_storage metrics_addr; /* --metrics: the endpoint */
 	uint64_t given; /* which options the command line named: for the mode's checks */
 	const char *user;    /* --user NAME|UID, or NULL */
 	bool do_not_sandbox; /* --do-not-sandbox */

@@ -28,6 +28,7 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
@@ -41,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -349,7 +349,8 @@ bool sandbox_has_filters(void)
 #define IN_RELAY (KIND(SANDBOX_RELAY) | IN_CONNECTION)
 #define IN_UDP KIND(SANDBOX_UDP)
 #define IN_CHECK KIND(SANDBOX_CHECK)
-#define EVERYWHERE (IN_RELAY | IN_UDP | IN_CHECK)
+#define IN_METRICS KIND(SANDBOX_METRICS)
+#define EVERYWHERE (IN_RELAY | IN_UDP | IN_CHECK | IN_METRICS)
 
 enum rule_test {
 	ANY_ARGUMENTS,
@@ -398,16 +399,17 @@ struct syscall_rule {
 static const struct syscall_rule syscall_rules[] = {
 	/* The relay: poll, then read/send or splice through a pipe. */
 #ifdef __NR_poll
-	ALLOW(poll, IN_RELAY | IN_CHECK),
+	ALLOW(poll, IN_RELAY | IN_CHECK | IN_METRICS),
 #endif
-	ALLOW(ppoll, IN_RELAY | IN_CHECK), /* glibc's poll() where no poll */
+	/* glibc's poll() where no poll */
+	ALLOW(ppoll, IN_RELAY | IN_CHECK | IN_METRICS),
 	ALLOW(read, EVERYWHERE),	   /* sockets and signalfds */
 	ALLOW(sendto, EVERYWHERE),	   /* send(), syslog(), netlink */
 	ALLOW(splice, IN_RELAY),	   /* bulk bytes, socket to pipe */
 	ALLOW(pipe2, IN_RELAY),		   /* the pipe for splice */
 	ALLOW(shutdown, IN_RELAY),	   /* passing on a half-close */
 	/* Passing on a reset: SO_LINGER 0, then close(). Only that option. */
-	ALLOW_IF_ARGUMENT_IS(setsockopt, IN_RELAY, 2, SO_LINGER),
+	ALLOW_IF_ARGUMENT_IS(setsockopt, IN_RELAY | IN_METRICS, 2, SO_LINGER),
 	ALLOW(getsockopt, EVERYWHERE),	   /* SO_ERROR after POLLERR */
 	ALLOW(close, EVERYWHERE),
 	ALLOW(write, EVERYWHERE), /* log lines on stderr, --check's stdout */
@@ -462,12 +464,20 @@ static const struct syscall_rule syscall_rules[] = {
 	ALLOW(set_robust_list, IN_LISTENER), /* glibc's fork, in the child */
 	ALLOW(wait4, IN_LISTENER),
 	ALLOW(kill, IN_LISTENER),
-	/* SIGHUP: the allowed-subnets file read again, read-only. */
-	ALLOW_IF_ARGUMENT_LACKS(openat, IN_LISTENER, 2,
-				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND),
+	/*
+	 * SIGHUP's reload reads the allowed-subnets file again (reload.c,
+	 * subnets_load: open, read, close), in the listener and in the UDP
+	 * process. Read-only: no flag that writes, creates, truncates or
+	 * appends. A pool's connection processes narrow to a filter without
+	 * it: they never reload.
+	 */
+	ALLOW_IF_ARGUMENT_LACKS(openat, IN_LISTENER | IN_UDP, 2,
+				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC |
+					O_APPEND),
 #ifdef __NR_open
-	ALLOW_IF_ARGUMENT_LACKS(open, IN_LISTENER, 1,
-				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND),
+	ALLOW_IF_ARGUMENT_LACKS(open, IN_LISTENER | IN_UDP, 1,
+				O_WRONLY | O_RDWR | O_CREAT | O_TRUNC |
+					O_APPEND),
 #endif
 	/* syslog() reconnecting after the log daemon restarted. */
 	ALLOW_IF_ARGUMENT_IS(socket, IN_LISTENER, 0, AF_UNIX),
@@ -482,6 +492,15 @@ static const struct syscall_rule syscall_rules[] = {
 	ALLOW(sendmmsg, IN_UDP),
 	ALLOW(recvmsg, IN_UDP),
 	ALLOW(sendmsg, IN_UDP),
+
+	/*
+	 * The --metrics endpoint: accepts scrapers, reads a request, sends
+	 * the counters (recv and send are recvfrom and sendto), resets a
+	 * scraper past its deadline (SO_LINGER above). No socket of its
+	 * own, no bind, no connect: it can spoof nothing.
+	 */
+	ALLOW(accept4, IN_METRICS),
+	ALLOW(recvfrom, IN_METRICS),
 
 	/* --check: rtnetlink questions, and stdout's buffer. */
 	ALLOW_IF_ARGUMENT_IS(socket, IN_CHECK, 0, AF_NETLINK),
@@ -522,7 +541,7 @@ static const struct syscall_rule syscall_rules[] = {
 #define RULE_COUNT (sizeof syscall_rules / sizeof syscall_rules[0])
 /* The architecture test, one block of at most 5 per rule, the default. */
 #define FILTER_ROOM (8 + 5 * RULE_COUNT + 1)
-#define KIND_COUNT (SANDBOX_CHECK + 1)
+#define KIND_COUNT (SANDBOX_METRICS + 1)
 
 struct sandbox_filters {
 	struct sock_filter program[KIND_COUNT][FILTER_ROOM];

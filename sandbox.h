@@ -59,6 +59,7 @@ enum sandbox_kind {
 	SANDBOX_RELAY,	    /* relays one connection, then exits */
 	SANDBOX_UDP,	    /* the long-lived datagram process */
 	SANDBOX_CHECK,	    /* --check */
+	SANDBOX_METRICS,    /* the --metrics endpoint: answers scrapers */
 };
 
 /*

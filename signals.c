@@ -1,6 +1,8 @@
 /*
  * signals: the long-lived modes' signals through a signalfd (see
- * signals.h). SIGPIPE and SIGHUP are ignored by main(), not here.
+ * signals.h). main() sets SIGPIPE, SIGHUP and SIGUSR1 to be ignored, so a
+ * process that does not block them (a connection's) is never ended by one;
+ * a blocked signal is still queued for the signalfd, even when ignored.
  */
 #include "signals.h"
 
@@ -17,6 +19,7 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
 	sigaddset(set, POOL_STOP_SIGNAL);
 }
 
@@ -39,13 +42,15 @@ int signals_open_fd(void)
 struct signals_seen signals_read(int fd)
 {
 	struct signalfd_siginfo info;
-	struct signals_seen seen = {false, false, false};
+	struct signals_seen seen = {false, false, false, false};
 
 	while (read(fd, &info, sizeof info) == sizeof info) {
 		if (info.ssi_signo == SIGCHLD)
 			seen.child_exited = true;
 		else if (info.ssi_signo == SIGHUP)
 			seen.reload = true;
+		else if (info.ssi_signo == SIGUSR1)
+			seen.report = true;
 		else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT)
 			seen.stop = true;
 		/* The stop signal asks nothing of a listener. */

@@ -1,6 +1,6 @@
 /*
  * signals: the signals a long-lived mode reads (SIGCHLD, SIGTERM, SIGINT,
- * SIGHUP), blocked and read through a signalfd, never handled
+ * SIGHUP, SIGUSR1), blocked and read through a signalfd, never handled
  * asynchronously. The pool's stop signal (pool.h) is blocked too, so that a
  * connection process just forked holds it until it can handle it.
  *
@@ -18,11 +18,12 @@ int signals_block(void);
 /* A non-blocking, close-on-exec signalfd for the set; -1 with errno on error. */
 int signals_open_fd(void);
 
-/* What the pending signals ask for. */
+/* What the signals pending on a signalfd ask for. */
 struct signals_seen {
-	bool stop;	   /* SIGTERM, SIGINT */
+	bool stop;         /* SIGTERM, SIGINT */
 	bool child_exited; /* SIGCHLD */
-	bool reload;	   /* SIGHUP */
+	bool reload;       /* SIGHUP: read the allowed subnets file again */
+	bool report;       /* SIGUSR1: log the counters */
 };
 
 /* Read every pending signal from fd. */

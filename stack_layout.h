@@ -39,7 +39,7 @@
 #define CONNECTION_PHASE __attribute__((noinline))
 
 #define STACK_PAGE 4096
-#define STACK_ROOM_WANTED 4032
+#define STACK_ROOM_WANTED 4080
 
 /*
  * Moves the stack pointer so that the next call's frame starts

@@ -20,13 +20,16 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "endpoint.h"
 #include "flowtable.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "proxyhdr.h"
+#include "reload.h"
 #include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
@@ -98,7 +101,8 @@ static const char *const udp_drop_reasons[] = {
 
 struct udp_proxy {
 	const struct options *opts;
-	const struct subnets *allowed;
+	struct subnets *allowed; /* replaced in place by a reload */
+	struct metrics *metrics;
 	int listen_fd;
 	int epoll_fd;
 	int signal_fd;
@@ -160,8 +164,10 @@ static void udp_expire_flows(struct udp_proxy *proxy, int64_t now_ms)
 {
 	struct flow *expired;
 
-	while ((expired = flow_table_expired(&proxy->flows, now_ms)) != NULL)
+	while ((expired = flow_table_expired(&proxy->flows, now_ms)) != NULL) {
 		udp_close_flow(proxy, udp_flow_of(expired), "closed (idle)");
+		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EXPIRED);
+	}
 }
 
 static bool udp_table_is_full(const struct udp_proxy *proxy)
@@ -186,7 +192,16 @@ static void udp_evict_flow(struct udp_proxy *proxy)
 			(unsigned long long)proxy->evictions);
 	udp_close_flow(proxy, udp_flow_of(flow_table_oldest(&proxy->flows)),
 		       "closed (evicted)");
+	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_EVICTED);
 }
+
+/* The shared counters' name for each drop reason. */
+static const enum metrics_udp_drop metrics_drop_of[] = {
+	[UDP_DROP_NOT_ALLOWED] = METRICS_UDP_DROP_NOT_ALLOWED,
+	[UDP_DROP_BAD_HEADER] = METRICS_UDP_DROP_BAD_HEADER,
+	[UDP_DROP_NOT_DGRAM] = METRICS_UDP_DROP_NOT_DGRAM,
+	[UDP_DROP_FLOW_FAILED] = METRICS_UDP_DROP_FLOW_FAILED,
+};
 
 /* error: an errno value that says more, or 0. */
 static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
@@ -195,6 +210,7 @@ static void udp_count_drop(struct udp_proxy *proxy, enum udp_drop reason,
 	char lb_text[NETADDR_TEXT_SIZE];
 
 	proxy->drops[reason]++;
+	metrics_count_udp_drop(proxy->metrics, metrics_drop_of[reason]);
 	if (log_wants(LOG_LEVEL_ERRORS) &&
 	    rate_limit_allows(&proxy->drop_log, LOG_INTERVAL_S))
 		log_msg(LOG_WARNING,
@@ -265,6 +281,7 @@ static struct udp_flow *udp_open_flow(struct udp_proxy *proxy,
 		udp_count_drop(proxy, UDP_DROP_FLOW_FAILED, lb, error);
 		return NULL;
 	}
+	metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_OPENED);
 	udp_log_flow("open", proxy, flow);
 	return flow;
 }
@@ -280,15 +297,28 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 				     int64_t now_ms, size_t *header_len)
 {
 	struct proxyhdr header;
+	/*
+	 * The allowed subnets decide who may open a flow. A flow opened
+	 * before a reload that removed its load balancer lives on until it
+	 * goes idle, as a TCP connection does; so a peer outside the set is
+	 * refused at once only while no flow exists, and otherwise once it
+	 * is known to have none. Anything wrong from such a peer counts as
+	 * "not allowed".
+	 */
+	bool admitted = proxy->allowed == NULL ||
+			subnets_contains(proxy->allowed,
+					 (const struct sockaddr *)lb);
 
-	if (proxy->allowed &&
-	    !subnets_contains(proxy->allowed, (const struct sockaddr *)lb)) {
+	if (!admitted && proxy->flows.live == 0) {
 		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
 		return NULL;
 	}
 	if (proxyhdr_parse(datagram, len, &header, NULL) != PROXYHDR_COMPLETE ||
 	    header.version != 2) {
-		udp_count_drop(proxy, UDP_DROP_BAD_HEADER, lb, 0);
+		udp_count_drop(proxy,
+			       admitted ? UDP_DROP_BAD_HEADER
+					: UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	/* Spec 2.2: UNSPEC transport goes with LOCAL or UNSPEC family only. */
@@ -296,12 +326,19 @@ static struct udp_flow *udp_flow_for(struct udp_proxy *proxy,
 	    header.transport != PROXYHDR_TRANSPORT_DGRAM &&
 	    !(header.transport == PROXYHDR_TRANSPORT_UNSPEC &&
 	      header.family == AF_UNSPEC)) {
-		udp_count_drop(proxy, UDP_DROP_NOT_DGRAM, lb, 0);
+		udp_count_drop(proxy,
+			       admitted ? UDP_DROP_NOT_DGRAM
+					: UDP_DROP_NOT_ALLOWED,
+			       lb, 0);
 		return NULL;
 	}
 	struct sockaddr_storage client;
 	endpoint_header_client(&header, &client);
 	struct flow *entry = flow_table_find(&proxy->flows, lb, &client);
+	if (entry == NULL && !admitted) {
+		udp_count_drop(proxy, UDP_DROP_NOT_ALLOWED, lb, 0);
+		return NULL;
+	}
 	struct udp_flow *flow =
 		entry != NULL ? udp_flow_of(entry)
 			      : udp_open_flow(proxy, lb, &client, &header, now_ms);
@@ -340,9 +377,13 @@ static void udp_send_payloads(struct udp_proxy *proxy, struct udp_flow *flow,
 				udp_log_send_error(proxy, "send to the target",
 						   errno);
 			/* This datagram is lost, as UDP allows; not the rest. */
+			metrics_count_udp_drop(proxy->metrics,
+					       METRICS_UDP_DROP_SEND_FAILED);
 			sent++;
 			continue;
 		}
+		metrics_count_udp_datagrams(proxy->metrics,
+					    METRICS_UDP_TO_BACKEND, (uint64_t)n);
 		sent += (unsigned)n;
 	}
 }
@@ -471,6 +512,8 @@ static void udp_receive_from_load_balancers(struct udp_proxy *proxy)
 				log_error("udp recvmmsg: %s", strerror(errno));
 			return;
 		}
+		metrics_count_udp_datagrams(proxy->metrics, METRICS_UDP_FROM_LB,
+					    (uint64_t)count);
 		udp_forward_batch(proxy, (unsigned)count);
 		if (count < UDP_BATCH)
 			return;
@@ -502,12 +545,20 @@ static void udp_relay_replies(struct udp_proxy *proxy, struct udp_flow *flow)
 				msg->msg_controllen = flow->reply_control_len;
 			}
 		}
-		if (count > 0 &&
-		    sendmmsg(proxy->listen_fd, proxy->messages,
-			     (unsigned)count, 0) < 0 &&
-		    errno != EAGAIN)
+		metrics_count_udp_datagrams(proxy->metrics,
+					    METRICS_UDP_FROM_BACKEND,
+					    (uint64_t)count);
+		int sent = count > 0 ? sendmmsg(proxy->listen_fd,
+						proxy->messages,
+						(unsigned)count, 0)
+				     : 0;
+		if (sent < 0 && errno != EAGAIN)
 			udp_log_send_error(proxy, "reply to the load balancer",
 					   errno);
+		if (sent > 0)
+			metrics_count_udp_datagrams(proxy->metrics,
+						    METRICS_UDP_TO_LB,
+						    (uint64_t)sent);
 		flow_table_touch(&proxy->flows, &flow->entry, monotonic_ms());
 		if (count < UDP_BATCH)
 			return;
@@ -556,13 +607,15 @@ static unsigned udp_flows_that_fit(unsigned wanted)
 }
 
 static int udp_setup(struct udp_proxy *proxy, int listen_fd,
-		     const struct options *opts, const struct subnets *allowed)
+		     const struct options *opts, struct subnets *allowed,
+		     struct metrics *metrics)
 {
 	uint32_t hash_seed;
 
 	memset(proxy, 0, sizeof *proxy);
 	proxy->opts = opts;
 	proxy->allowed = allowed;
+	proxy->metrics = metrics;
 	proxy->listen_fd = listen_fd;
 	/* Flooding one hash chain must take more than knowing FNV-1a. */
 	if (getrandom(&hash_seed, sizeof hash_seed, 0) != sizeof hash_seed)
@@ -617,21 +670,47 @@ static void udp_teardown(struct udp_proxy *proxy)
 {
 	struct flow *oldest;
 
-	while ((oldest = flow_table_oldest(&proxy->flows)) != NULL)
+	while ((oldest = flow_table_oldest(&proxy->flows)) != NULL) {
 		udp_close_flow(proxy, udp_flow_of(oldest), "closed (exit)");
+		metrics_count_udp_flow(proxy->metrics, METRICS_UDP_FLOW_CLOSED);
+	}
 	close(proxy->epoll_fd);
 	close(proxy->signal_fd);
 	flow_table_free(&proxy->flows);
 	free(proxy->buffers);
 }
 
+/*
+ * The loop's signals. SIGHUP: every new flow from now on is checked
+ * against the new set; flows already open stay. The metrics endpoint is
+ * the only child, reaped when it ends. Returns true to stop.
+ */
+static bool udp_handle_signals(struct udp_proxy *proxy, pid_t *metrics_pid)
+{
+	struct signals_seen seen = signals_read(proxy->signal_fd);
+
+	if (seen.child_exited && *metrics_pid > 0 &&
+	    waitpid(*metrics_pid, NULL, WNOHANG) == *metrics_pid) {
+		log_msg(LOG_ERR, "metrics process %ld exited",
+			(long)*metrics_pid);
+		*metrics_pid = 0;
+	}
+	if (seen.reload && !seen.stop)
+		reload_and_log(proxy->opts->subnets_path, proxy->allowed,
+			       proxy->metrics);
+	if (seen.report)
+		metrics_log(proxy->metrics, METRICS_SHOW_UDP);
+	return seen.stop;
+}
+
 int udp_run(int listen_fd, const struct options *opts,
-	    const struct subnets *allowed)
+	    struct subnets *allowed, struct metrics *metrics,
+	    pid_t metrics_pid)
 {
 	struct udp_proxy proxy;
 	struct epoll_event events[64];
 
-	if (udp_setup(&proxy, listen_fd, opts, allowed) != 0)
+	if (udp_setup(&proxy, listen_fd, opts, allowed, metrics) != 0)
 		die(EXIT_SYSTEM, "udp set-up: %s", strerror(errno));
 	if (sandbox_install_filter(&opts->sandbox, SANDBOX_UDP) != 0)
 		die(EXIT_SYSTEM, "system call filter: %s", strerror(errno));
@@ -646,7 +725,7 @@ int udp_run(int listen_fd, const struct options *opts,
 			if (source == NULL) {
 				udp_receive_from_load_balancers(&proxy);
 			} else if (source == &proxy) {
-				if (signals_read(proxy.signal_fd).stop) {
+				if (udp_handle_signals(&proxy, &metrics_pid)) {
 					udp_teardown(&proxy);
 					return 0;
 				}

@@ -10,14 +10,21 @@
 #ifndef UDP_H
 #define UDP_H
 
+#include <sys/types.h>
+
+#include "metrics.h"
 #include "options.h"
 #include "subnets.h"
 
 /*
  * Serve datagrams on listen_fd (a bound datagram socket) until SIGTERM or
- * SIGINT. Returns the exit status; set-up failures exit.
+ * SIGINT, counting into metrics. SIGHUP reloads allowed in place
+ * (reload.h): new flows follow the new set, open flows live on. SIGUSR1
+ * logs the counters. metrics_pid is the --metrics endpoint's process, or
+ * 0. Returns the exit status; set-up failures exit.
  */
 int udp_run(int listen_fd, const struct options *opts,
-	    const struct subnets *allowed);
+	    struct subnets *allowed, struct metrics *metrics,
+	    pid_t metrics_pid);
 
 #endif

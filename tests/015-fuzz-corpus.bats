@@ -16,3 +16,10 @@
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"replayed "* ]]
 }
+
+@test "every input in the kept metrics endpoint corpus passes the request judge's property checks" {
+	run "$BATS_TEST_DIRNAME/fuzz/replay_metrics_http" "$BATS_TEST_DIRNAME/fuzz/metrics-http-corpus"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"replayed "* ]]
+}

@@ -32,25 +32,32 @@ status_field() {
 	grep '^status:' <<<"$output" | grep -oE "(^| )$1=[^ ]*" | sed "s/^ *$1=//"
 }
 
-@test "every kind of process is refused open() with EPERM and killed at execve()" {
-	for kind in listener connection relay udp check; do
+@test "every kind of process is refused open() to write with EPERM and killed at execve()" {
+	for kind in listener connection relay udp check metrics; do
 		sandboxed "$kind"
-		grep -qx 'open-write: refused (Operation not permitted)' <<<"$output"
-		if [ "$kind" = listener ]; then
-			# SIGHUP's reload reads the allowed-subnets file again.
-			grep -qx 'open: allowed' <<<"$output"
-		else
-			grep -qx 'open: refused (Operation not permitted)' <<<"$output"
-		fi
+		grep -qx 'open to write: refused (Operation not permitted)' <<<"$output"
 		grep -qx 'execve: refused (killed by SIGSYS)' <<<"$output"
 		[ "$(status_field Seccomp)" = 2 ]
 		[ "$(status_field NoNewPrivs)" = 1 ]
 	done
 }
 
-@test "a relay may not make a socket; the kinds that connect may" {
-	sandboxed relay
-	grep -qx 'socket: refused (Operation not permitted)' <<<"$output"
+@test "only the listener and the UDP process may open a file to read (SIGHUP's reload)" {
+	for kind in listener udp; do
+		sandboxed "$kind"
+		grep -qx 'open: allowed' <<<"$output"
+	done
+	for kind in connection relay check metrics; do
+		sandboxed "$kind"
+		grep -qx 'open: refused (Operation not permitted)' <<<"$output"
+	done
+}
+
+@test "a relay and the metrics endpoint may not make a socket; the kinds that connect may" {
+	for kind in relay metrics; do
+		sandboxed "$kind"
+		grep -qx 'socket: refused (Operation not permitted)' <<<"$output"
+	done
 	for kind in listener connection udp check; do
 		sandboxed "$kind"
 		grep -qx 'socket: allowed' <<<"$output"

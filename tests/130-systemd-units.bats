@@ -159,6 +159,10 @@ exec_script() {
 	unit_values "$UNITS/mmproxy.service" LimitNOFILE | grep -Eq '^[0-9]{5,}$'
 }
 
+@test "systemctl reload mmproxy sends SIGHUP to the listener alone" {
+	[ "$(unit_values "$UNITS/mmproxy.service" ExecReload)" = '/bin/kill -HUP $MAINPID' ]
+}
+
 @test "mmproxy.socket hands each connection on port 8443 to mmproxy@.service" {
 	[ "$(unit_values "$UNITS/mmproxy.socket" ListenStream)" = 8443 ]
 	[ "$(unit_values "$UNITS/mmproxy.socket" Accept)" = yes ]
@@ -360,6 +364,34 @@ exec_script() {
 	wait_for_exit "$BG_PID"
 	traced_syscalls "$TEST_DIR/strace.txt" >"$TEST_DIR/used-syscalls"
 	grep -qx accept4 "$TEST_DIR/used-syscalls" || grep -qx accept "$TEST_DIR/used-syscalls"
+	echo "used but not allowed:"
+	! comm -23 "$TEST_DIR/used-syscalls" "$TEST_DIR/allowed-syscalls" | grep . || false
+}
+
+@test "with --metrics, a scrape, a reload and SIGUSR1, every system call of mmproxy.service's processes is allowed" {
+	need_strace
+	command -v curl >/dev/null || {
+		echo "# curl is missing: apt-get install curl" >&2
+		return 1
+	}
+	allowed_syscalls "$UNITS/mmproxy.service" >"$TEST_DIR/allowed-syscalls"
+	shipped_command "$UNITS/mmproxy.service"
+	backend_start echo 443
+	start_bg listener strace -f -qq -o "$TEST_DIR/strace.txt" "${SHIPPED[@]}" --metrics 127.0.0.1:9199
+	wait_for_listen 8443
+	wait_for_listen 9199
+	exercise_8443 192.0.2.59:40012 '[2001:db8::59]:40013'
+	listener=$(pgrep -P "$BG_PID" -x "$(basename "$MMPROXY")")
+	netns_exec curl -sSf -o /dev/null http://127.0.0.1:9199/metrics
+	netns_exec curl -sS -o /dev/null http://127.0.0.1:9199/other
+	kill -HUP "$listener"
+	wait_for_log "$TEST_DIR/listener.err" ': reload: .* entries in force$'
+	kill -USR1 "$listener"
+	wait_for_log "$TEST_DIR/listener.err" ': metrics accepted='
+	kill -TERM "$listener"
+	wait_for_exit "$BG_PID"
+	traced_syscalls "$TEST_DIR/strace.txt" >"$TEST_DIR/used-syscalls"
+	grep -qx close_range "$TEST_DIR/used-syscalls"
 	echo "used but not allowed:"
 	! comm -23 "$TEST_DIR/used-syscalls" "$TEST_DIR/allowed-syscalls" | grep . || false
 }

@@ -130,6 +130,9 @@ installed_files_name_binary() {
 	root=$BATS_TEST_TMPDIR/root
 	cp -a "$DEST/." "$root/"
 	cp /lib/systemd/system/*.target /lib/systemd/system/*.slice "$root/usr/lib/systemd/system/"
+	# mmproxy.service's ExecReload= runs the system's kill(1).
+	mkdir -p "$root/bin"
+	cp /bin/kill "$root/bin/"
 	cd "$root/usr/lib/systemd/system"
 	# --man=no: man pages are not looked up in the root.
 	run systemd-analyze verify --man=no --root="$root" "${UNITS[@]}"

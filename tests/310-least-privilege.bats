@@ -2,9 +2,9 @@
 # Least privilege, seen from outside: /proc/PID/status of each kind of
 # mmproxy process while it works. A listener and the UDP process keep
 # CAP_NET_ADMIN and CAP_NET_BIND_SERVICE and nothing else; a connection
-# process, once its spoofed connection is made, keeps no capability at all;
-# each has no_new_privs and a seccomp filter; --user changes the user;
-# --do-not-sandbox turns all of it off and says so. (tests/050-sandbox.bats
+# process, once its last spoofed connection is made, keeps no capability at
+# all, nor does the --metrics endpoint; each has no_new_privs and a seccomp
+# filter; --user changes the user; --do-not-sandbox turns all of it off and says so. (tests/050-sandbox.bats
 # shows what the filters refuse.)
 
 load helpers/common
@@ -52,17 +52,6 @@ release_connection() {
 	fi
 }
 
-# The one child of PID that serves a connection (in the pool the others
-# wait in accept()), and it must be mmproxy.
-busy_child() {
-	local busy
-	wait_until 10 eval '[ -n "$(busy_children_of '"$1"')" ]' || return 1
-	busy=$(busy_children_of "$1")
-	[ "$(echo "$busy" | wc -l)" = 1 ] || return 1
-	[ "$(cat "/proc/$busy/comm")" = "$(basename "$MMPROXY" | cut -c1-15)" ] || return 1
-	echo "$busy"
-}
-
 # The one process PID started, and it must be mmproxy.
 only_child() {
 	local children
@@ -70,6 +59,26 @@ only_child() {
 	[ "$(echo "$children" | wc -l)" = 1 ] || return 1
 	[ "$(cat "/proc/$children/comm")" = "$(basename "$MMPROXY" | cut -c1-15)" ] || return 1
 	echo "$children"
+}
+
+# The one child of PID serving a connection (a pool's spares wait beside it).
+only_busy_child() {
+	local busy
+	busy=$(busy_children_of "$1")
+	[ -n "$busy" ] && [ "$(echo "$busy" | wc -l)" = 1 ] || return 1
+	echo "$busy"
+}
+
+# The child of PID named NAME (comm), exactly one.
+child_named() {
+	local pid found=
+	for pid in $(children_of "$1"); do
+		if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then
+			[ -z "$found" ] || return 1
+			found=$pid
+		fi
+	done
+	[ -n "$found" ] && echo "$found"
 }
 
 @test "a listener keeps only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, with no_new_privs and a filter" {
@@ -82,22 +91,11 @@ only_child() {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --connections-per-process 1
 	hold_connection "$(port 0)" 192.0.2.40:40000
-	child=$(busy_child "$MMPROXY_PID")
+	child=$(only_child "$MMPROXY_PID")
 	assert_sandboxed "$child" "$NONE"
 	release_connection
 	wait_for_file_lines "$BACKEND_LOG" 1
 	grep -q '^peer=192.0.2.40:40000 ' "$BACKEND_LOG"
-}
-
-@test "a pool process in the middle of a relay that is not its last keeps only the two capabilities and a filter" {
-	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)"
-	hold_connection "$(port 0)" 192.0.2.48:40000
-	child=$(busy_child "$MMPROXY_PID")
-	assert_sandboxed "$child" "$KEPT"
-	release_connection
-	wait_for_file_lines "$BACKEND_LOG" 1
-	grep -q '^peer=192.0.2.48:40000 ' "$BACKEND_LOG"
 }
 
 @test "an inetd-mode process in the middle of its relay holds no capability" {
@@ -137,12 +135,35 @@ only_child() {
 	assert_sandboxed "$MMPROXY_PID" "$KEPT"
 }
 
+@test "the metrics endpoint holds no capability, with no_new_privs and a filter, and still answers" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --metrics "127.0.0.1:$(port 2)"
+	wait_for_listen "$(port 2)"
+	endpoint=$(child_named "$MMPROXY_PID" mmproxy-metrics)
+	assert_sandboxed "$endpoint" "$NONE"
+	run netns_exec curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
+		"http://127.0.0.1:$(port 2)/metrics"
+	echo "$output"
+	[ "$output" = 200 ]
+	[ -d "/proc/$endpoint" ]
+}
+
+@test "under the listener's filter, SIGHUP reads the allowed-subnets file again" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	write_allowed_subnets "$ALLOWED_SUBNETS" 127.0.0.1/32 ::1/128 10.0.0.0/8
+	kill -HUP "$MMPROXY_PID"
+	wait_for_log "$MMPROXY_LOG" "reload: $ALLOWED_SUBNETS: 3 entries in force"
+	! grep -q 'not permitted' "$MMPROXY_LOG"
+}
+
 @test "with --user, the listener and its connection processes run as that user and still spoof" {
 	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)" --user nobody
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --user nobody \
+		--connections-per-process 1
 	assert_sandboxed "$MMPROXY_PID" "$KEPT" "$(id -u nobody)"
 	hold_connection "$(port 0)" 192.0.2.43:40000
-	assert_sandboxed "$(busy_child "$MMPROXY_PID")" "$KEPT" "$(id -u nobody)"
+	assert_sandboxed "$(only_child "$MMPROXY_PID")" "$NONE" "$(id -u nobody)"
 	release_connection
 	wait_for_file_lines "$BACKEND_LOG" 1
 	grep -q '^peer=192.0.2.43:40000 ' "$BACKEND_LOG"
@@ -197,7 +218,7 @@ only_child() {
 	mmproxy_start_listener "$(port 0)" "$(port 1)" --do-not-sandbox
 	grep -q -- '--do-not-sandbox: every capability kept and no system call filter' "$MMPROXY_LOG"
 	hold_connection "$(port 0)" 192.0.2.46:40000
-	child=$(busy_child "$MMPROXY_PID")
+	child=$(only_busy_child "$MMPROXY_PID")
 	for pid in "$MMPROXY_PID" "$child"; do
 		[ "$(status_of "$pid" Seccomp)" = 0 ]
 		[ "$(status_of "$pid" NoNewPrivs)" = 0 ]

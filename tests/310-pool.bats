@@ -221,7 +221,7 @@ finish_held_connection() {
 	# A good one without this host: new connections are refused.
 	write_allowed_subnets "$ALLOWED_SUBNETS" 198.51.100.0/24
 	kill -HUP "$MMPROXY_PID"
-	wait_for_log "$MMPROXY_LOG" "$ALLOWED_SUBNETS: reloaded, 1 entries in force"
+	wait_for_log "$MMPROXY_LOG" "reload: $ALLOWED_SUBNETS: 1 entries in force"
 	run ppclient -1 -s 192.0.2.87:40002 -t hello -w 20 "127.0.0.1:$(port 0)"
 	wait_for_log "$MMPROXY_LOG" "refused lb=127\.0\.0\.1:[0-9]+: not in allowed subnets"
 	# The old spares are gone; the busy one still relays, to its end.
