@@ -3,7 +3,7 @@
 # mmproxy links) for one kind of process, then tries to open a file, to make
 # an IPv4 socket and to run /bin/true, and prints what happened. Run as
 # root, like CI. The end-to-end checks of mmproxy's own processes are in
-# tests/310-least-privilege.bats.
+# tests/330-least-privilege.bats.
 
 SANDBOXED=$BATS_TEST_DIRNAME/helpers/sandboxed
 

@@ -98,6 +98,18 @@ child_named() {
 	grep -q '^peer=192.0.2.40:40000 ' "$BACKEND_LOG"
 }
 
+@test "a pool process in the middle of a relay that is not its last keeps only the two capabilities and a filter" {
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	hold_connection "$(port 0)" 192.0.2.48:40000
+	wait_until 10 eval '[ -n "$(busy_children_of "$MMPROXY_PID")" ]'
+	child=$(only_busy_child "$MMPROXY_PID")
+	assert_sandboxed "$child" "$KEPT"
+	release_connection
+	wait_for_file_lines "$BACKEND_LOG" 1
+	grep -q '^peer=192.0.2.48:40000 ' "$BACKEND_LOG"
+}
+
 @test "an inetd-mode process in the middle of its relay holds no capability" {
 	backend_start echo "$(port 1)"
 	activate_start "127.0.0.1:$(port 0)" --accept --inetd -- --inetd -4 "127.0.0.1:$(port 1)" \
