@@ -85,6 +85,9 @@ mmproxy-asan: $(SOURCES) $(HEADERS)
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -o $@ $(SOURCES) $(CFLAGS) $(LDFLAGS)
 
 # Unit tests always run under ASan and UBSan.
+# Every unit test reports through tests/unit/verdict.h.
+$(UNIT_TESTS): tests/unit/verdict.h
+
 tests/unit/proxyhdr_test: tests/unit/proxyhdr_test.c proxyhdr.c proxyhdr.h
 	$(CC) -std=gnu11 -O1 -g $(WARNINGS) $(SANITIZE) -I. -o $@ $< proxyhdr.c $(CFLAGS) $(LDFLAGS)
 

@@ -15,25 +15,7 @@
 
 #include "netaddr.h"
 
-static int failures;
-
-static void pass(const char *name)
-{
-	printf("ok %s\n", name);
-}
-
-__attribute__((format(printf, 2, 3))) static void fail(const char *name,
-						       const char *fmt, ...)
-{
-	va_list args;
-
-	printf("FAIL %s: ", name);
-	va_start(args, fmt);
-	vprintf(fmt, args);
-	va_end(args);
-	printf("\n");
-	failures++;
-}
+#include "verdict.h"
 
 static int selected(const char *selection, const char *group, const char *name)
 {

@@ -23,25 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures;
-
-static void pass(const char *name)
-{
-	printf("ok %s\n", name);
-}
-
-__attribute__((format(printf, 2, 3))) static void fail(const char *name,
-						       const char *fmt, ...)
-{
-	va_list args;
-
-	printf("FAIL %s: ", name);
-	va_start(args, fmt);
-	vprintf(fmt, args);
-	va_end(args);
-	printf("\n");
-	failures++;
-}
+#include "verdict.h"
 
 /* Does text hold line as a whole line? */
 static int has_line(const char *text, const char *line)
