@@ -7,8 +7,8 @@
 # while connections are relayed.
 
 load helpers/common
+load helpers/metrics
 
-SCRAPE=$REPO/tests/helpers/scrape.py
 LOADGEN=$REPO/tests/bench/loadgen
 
 setup_file() {
@@ -22,30 +22,6 @@ setup_file() {
 	}
 	require_executable "$LOADGEN"
 	common_setup_file
-}
-
-# scrape PORT: GET /metrics with curl; the parsed samples go to
-# $TEST_DIR/scrape.txt, one "NAME{LABELS} VALUE" a line.
-scrape() {
-	netns_exec curl -sSf --max-time 10 "http://127.0.0.1:$1/metrics" >"$TEST_DIR/scrape.raw" &&
-		/usr/bin/python3 "$SCRAPE" <"$TEST_DIR/scrape.raw" >"$TEST_DIR/scrape.txt"
-}
-
-# metric NAME{LABELS}: its value in the last scrape; fails when absent.
-metric() {
-	awk -v name="$1" '$1 == name { print $2; found = 1 } END { exit !found }' "$TEST_DIR/scrape.txt"
-}
-
-expect_metric() {
-	local got
-	got=$(metric "$1") || {
-		echo "# $1 is not in the scrape" >&2
-		return 1
-	}
-	if [ "$got" != "$2" ]; then
-		echo "# $1 is $got, expected $2" >&2
-		return 1
-	fi
 }
 
 # All connections so far have ended and been counted.

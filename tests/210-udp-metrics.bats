@@ -6,9 +6,9 @@
 # balancer while a flow it opened lives on; SIGUSR1's line.
 
 load helpers/common
+load helpers/metrics
 
 UDPCLIENT=$REPO/tests/helpers/udpclient
-SCRAPE=$REPO/tests/helpers/scrape.py
 LB2=127.0.0.2
 
 setup_file() {
@@ -37,29 +37,8 @@ udp_start() {
 	wait_for_listen "$(port 2)"
 }
 
-scrape() {
-	netns_exec curl -sSf --max-time 10 "http://127.0.0.1:$(port 2)/metrics" >"$TEST_DIR/scrape.raw" &&
-		/usr/bin/python3 "$SCRAPE" <"$TEST_DIR/scrape.raw" >"$TEST_DIR/scrape.txt"
-}
-
-metric() {
-	awk -v name="$1" '$1 == name { print $2; found = 1 } END { exit !found }' "$TEST_DIR/scrape.txt"
-}
-
-expect_metric() {
-	local got
-	got=$(metric "$1") || {
-		echo "# $1 is not in the scrape" >&2
-		return 1
-	}
-	if [ "$got" != "$2" ]; then
-		echo "# $1 is $got, expected $2" >&2
-		return 1
-	fi
-}
-
 _scraped_equals() {
-	scrape && [ "$(metric "$1")" = "$2" ]
+	scrape "$(port 2)" && [ "$(metric "$1")" = "$2" ]
 }
 
 # udpclient's last line: every expected reply came back, intact.

@@ -1,0 +1,31 @@
+# tests/helpers/metrics.bash: scraping mmproxy's --metrics endpoint in a
+# test, for the bats files that load it after helpers/common.
+#
+#   scrape PORT                GET /metrics with curl; the samples, parsed by
+#                              Debian's prometheus_client (scrape.py), go to
+#                              $TEST_DIR/scrape.txt, one "NAME{LABELS} VALUE" a line
+#   metric NAME{LABELS}        its value in the last scrape; fails when absent
+#   expect_metric NAME VALUE   fails, saying why, unless the last scrape has it
+
+SCRAPE=$REPO/tests/helpers/scrape.py
+
+scrape() {
+	netns_exec curl -sSf --max-time 10 "http://127.0.0.1:$1/metrics" >"$TEST_DIR/scrape.raw" &&
+		/usr/bin/python3 "$SCRAPE" <"$TEST_DIR/scrape.raw" >"$TEST_DIR/scrape.txt"
+}
+
+metric() {
+	awk -v name="$1" '$1 == name { print $2; found = 1 } END { exit !found }' "$TEST_DIR/scrape.txt"
+}
+
+expect_metric() {
+	local got
+	got=$(metric "$1") || {
+		echo "# $1 is not in the scrape" >&2
+		return 1
+	}
+	if [ "$got" != "$2" ]; then
+		echo "# $1 is $got, expected $2" >&2
+		return 1
+	fi
+}
