@@ -10,6 +10,10 @@
 # the same load balancer: mmproxy reads its socket in order and the backend
 # logs in order, so once the good one is logged, a wrongly relayed bad one
 # would be logged too.
+#
+# The test of a flood against a waiting reply stops mmproxy (SIGSTOP) while
+# both queue up, and reads the order of what it did next from strace, so
+# it does not depend on timing.
 
 load helpers/common
 
@@ -376,4 +380,88 @@ open_file_limits() {
 	grep -qE 'udp flow closed \(exit\) client=192\.0\.2\.10:40000 .*flows=0$' "$MMPROXY_LOG"
 	[ -z "$(netns_exec ss -uanH src 192.0.2.10:40000)" ]
 	[ -z "$(netns_exec ss -lunH "sport = :$(port 0)")" ]
+}
+
+# The fd (in the mmproxy process) of the UDP socket bound to ADDR:PORT $1.
+udp_socket_fd() {
+	netns_exec ss -uanpH "src $1" | grep -oE 'fd=[0-9]+' | head -n 1 | cut -d= -f2
+}
+
+# Like udp_socket_fd, the process id.
+udp_socket_pid() {
+	netns_exec ss -uanpH "src $1" | grep -oE 'pid=[0-9]+' | head -n 1 | cut -d= -f2
+}
+
+# The receive queue of the UDP socket bound to $1, in bytes, and its drop count.
+udp_socket_queue() {
+	netns_exec ss -uanmH "src $1" | awk '{print $2}'
+}
+udp_socket_drops() {
+	netns_exec ss -uanmH "src $1" | grep -oE ',d[0-9]+\)' | grep -oE '[0-9]+'
+}
+
+# From strace's log $1, the calls on fd $2 in order, one a line: R for a
+# recvmmsg that returned datagrams, S for a sendmmsg that sent some
+# (both the old and the new loop use only these on the listening socket).
+calls_on_fd() {
+	sed -nE "s/^([0-9]+ +)?recvmmsg\($2, .*\) = [1-9][0-9]*( .*)?$/R/p
+		s/^([0-9]+ +)?sendmmsg\($2, .*\) = [1-9][0-9]*( .*)?$/S/p" "$1"
+}
+
+# From strace's log $1: how many datagrams recvmmsg returned on fd $2, and
+# how many sendmmsg sent on it, as "RECEIVED SENT".
+datagrams_on_fd() {
+	sed -nE "s/^([0-9]+ +)?(recv|send)mmsg\($2, .*\) = ([0-9]+)( .*)?$/\2 \3/p" "$1" |
+		awk '{ n[$1] += $2 } END { print n["recv"] + 0, n["send"] + 0 }'
+}
+
+@test "a flood of datagrams from the load balancers does not hold back a reply already waiting for its client" {
+	local lb listen trace=$TEST_DIR/strace.log pid listen_fd calls
+	lb=127.0.0.1:$(port 5) listen=127.0.0.1:$(port 0)
+	udp_backend_start "$(port 1)"
+	# strace records the order of the system calls, so nothing here depends on timing.
+	start_bg mmproxy strace -f -o "$trace" -e trace=recvmmsg,sendmmsg \
+		"$MMPROXY" -p udp -l "$listen" -4 "127.0.0.1:$(port 1)" \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 1
+	MMPROXY_PID=$BG_PID MMPROXY_LOG=$TEST_DIR/mmproxy.err
+	wait_for_listen "$(port 0)" udp
+
+	# One flow, with its reply back.
+	run udpclient -b "$lb" -s 192.0.2.10:40000 "$listen"
+	assert_all_replies 1
+	pid=$(udp_socket_pid "$listen")
+	listen_fd=$(udp_socket_fd "$listen")
+	echo "# mmproxy pid=$pid listening socket fd=$listen_fd"
+	[ -n "$pid" ] && [ -n "$listen_fd" ]
+
+	# A second datagram on that flow, held in the backend while it is stopped.
+	kill -STOP "$BACKEND_PID"
+	start_bg second timeout 60 "$UDPCLIENT" -b "$lb" -s 192.0.2.10:40000 -w 30 "$listen"
+	local second=$BG_PID
+	wait_until 10 eval '[ "$(udp_socket_queue 127.0.0.1:$(port 1))" -gt 0 ]'
+	kill -STOP "$pid"
+
+	# With mmproxy stopped, 400 datagrams of garbage (more than 8 batches
+	# of 32) queue up on the listening socket, all of them (no drop), and
+	# only then the backend's echo on the flow's socket: the listening
+	# socket is ready first, as it is under a steady flood.
+	netns_exec bash -c "exec 3>/dev/udp/127.0.0.1/$(port 0)
+		for ((i = 0; i < 400; i++)); do printf 'not a PROXY header' >&3; done"
+	[ "$(udp_socket_drops "$listen")" = 0 ]
+	echo "# listening socket queue: $(udp_socket_queue "$listen") bytes"
+	kill -CONT "$BACKEND_PID"
+	wait_until 10 eval '[ "$(udp_socket_queue 192.0.2.10:40000)" -gt 0 ]'
+
+	kill -CONT "$pid"
+	wait "$second"
+	sed 's/^/# second: /' "$TEST_DIR/second.out"
+	wait_for_log "$MMPROXY_LOG" 'udp: dropped a datagram .*no valid PROXY v2 header' 5
+	# strace has logged it all: 2 good datagrams and 400 bad ones in, 2 replies out.
+	wait_until 10 eval '[ "$(datagrams_on_fd "$trace" "$listen_fd")" = "402 2" ]'
+
+	# The reply left (S) while some of the flood was still to be read (R
+	# after it); a loop that drains the listening socket first sends it last.
+	calls=$(calls_on_fd "$trace" "$listen_fd" | tr -d '\n')
+	echo "# calls on the listening socket (R receive, S send): $calls"
+	[[ $calls =~ ^RSR+SR+$ ]]
 }
