@@ -32,47 +32,6 @@
 #include "stack_layout.h"
 #include "text.h"
 
-/* How a connection ended: the short reason code of the -v 2 summary line. */
-enum connection_end {
-	END_DONE,             /* both sides closed, the client first */
-	END_BACKEND_CLOSED,   /* both sides closed, the backend first */
-	END_HEALTH,           /* a check: connect and close, or LOCAL/UNKNOWN with no data */
-	END_NOT_ALLOWED,      /* the load balancer is not in the allowed subnets */
-	END_NOT_DIVERTED,     /* --tproxy: addressed to this host, not diverted */
-	END_NO_HEADER,        /* the first bytes are not PROXY protocol */
-	END_BAD_HEADER,       /* a PROXY header that breaks the spec */
-	END_HEADER_TIMEOUT,   /* no complete header in time */
-	END_HEADER_TRUNCATED, /* the load balancer closed in the middle of the header */
-	END_BIND_FAILED,      /* could not take the client's address */
-	END_BACKEND_REFUSED,  /* the target refused or is unreachable */
-	END_CONNECT_TIMEOUT,  /* the target did not answer in time */
-	END_CLIENT_RESET,     /* the load balancer side reset; the backend was reset too */
-	END_BACKEND_RESET,    /* the backend reset; the client was reset too */
-	END_IDLE_TIMEOUT,     /* no byte either way for --idle-timeout; both reset */
-	END_LOOP,             /* --dynamic-destination named mmproxy itself */
-	END_ERROR,            /* a system call failed */
-};
-
-static const char *const end_names[] = {
-	[END_DONE] = "done",
-	[END_BACKEND_CLOSED] = "backend-closed",
-	[END_HEALTH] = "health",
-	[END_NOT_ALLOWED] = "not-allowed",
-	[END_NOT_DIVERTED] = "not-diverted",
-	[END_NO_HEADER] = "no-header",
-	[END_BAD_HEADER] = "bad-header",
-	[END_HEADER_TIMEOUT] = "header-timeout",
-	[END_HEADER_TRUNCATED] = "header-truncated",
-	[END_BIND_FAILED] = "bind-failed",
-	[END_BACKEND_REFUSED] = "backend-refused",
-	[END_CONNECT_TIMEOUT] = "connect-timeout",
-	[END_CLIENT_RESET] = "client-reset",
-	[END_BACKEND_RESET] = "backend-reset",
-	[END_IDLE_TIMEOUT] = "idle-timeout",
-	[END_LOOP] = "loop",
-	[END_ERROR] = "error",
-};
-
 /*
  * With --tproxy there is no load balancer: lb_fd and lb_addr are the
  * client's own connection, and destination_addr is where it was going.
@@ -89,7 +48,7 @@ struct connection {
 	uint64_t bytes_up;   /* client to backend */
 	uint64_t bytes_down; /* backend to client */
 	int64_t start_ms;
-	enum connection_end end;
+	enum metrics_end end;
 	/* For the counters: what was wrong with a bad header, and the errno
 	 * of a failed bind or connect to the target (0: the families differ). */
 	enum proxyhdr_error header_error;
@@ -169,7 +128,7 @@ static enum header_step judge_header_bytes(struct connection *conn,
 	switch (proxyhdr_parse(reader->buffer, len, header, &error)) {
 	case PROXYHDR_COMPLETE:
 		/* Until the relay says otherwise, a failure is ours. */
-		conn->end = END_ERROR;
+		conn->end = METRICS_END_ERROR;
 		return consume_header(conn->lb_fd, reader->buffer,
 				      header->header_len) == 0
 			       ? HEADER_DONE
@@ -177,8 +136,8 @@ static enum header_step judge_header_bytes(struct connection *conn,
 	case PROXYHDR_INVALID:
 		log_header_problem(conn, error, reader->buffer, len);
 		conn->header_error = error;
-		conn->end = error == PROXYHDR_ENOT_PROXY ? END_NO_HEADER
-							 : END_BAD_HEADER;
+		conn->end = error == PROXYHDR_ENOT_PROXY ? METRICS_END_NO_HEADER
+							 : METRICS_END_BAD_HEADER;
 		return HEADER_FAILED;
 	case PROXYHDR_NEED_MORE:
 		break;
@@ -191,7 +150,7 @@ static enum header_step judge_header_bytes(struct connection *conn,
 		 */
 		reader->buffer = malloc(PROXYHDR_MAX_LEN);
 		if (reader->buffer == NULL) {
-			conn->end = END_ERROR;
+			conn->end = METRICS_END_ERROR;
 			return HEADER_FAILED;
 		}
 		reader->heap_buffer = true;
@@ -199,12 +158,12 @@ static enum header_step judge_header_bytes(struct connection *conn,
 		return HEADER_AGAIN;
 	}
 	if (reader->peer_closed) {
-		conn->end = END_HEADER_TRUNCATED;
+		conn->end = METRICS_END_HEADER_TRUNCATED;
 		return HEADER_FAILED;
 	}
 	if (set_int_option(conn->lb_fd, SOL_SOCKET, SO_RCVLOWAT,
 			   (int)len + 1) != 0) {
-		conn->end = END_ERROR;
+		conn->end = METRICS_END_ERROR;
 		return HEADER_FAILED;
 	}
 	reader->lowat_raised = true;
@@ -225,11 +184,11 @@ static enum header_step examine_header(struct connection *conn,
 		return HEADER_WAIT;
 	if (n == 0 || (n < 0 && errno == ECONNRESET && !reader->seen_bytes)) {
 		/* Connect and close, or reset, with nothing sent: a check. */
-		conn->end = END_HEALTH;
+		conn->end = METRICS_END_HEALTH;
 		return HEADER_FAILED;
 	}
 	if (n < 0) {
-		conn->end = errno == ECONNRESET ? END_CLIENT_RESET : END_ERROR;
+		conn->end = errno == ECONNRESET ? METRICS_END_CLIENT_RESET : METRICS_END_ERROR;
 		return HEADER_FAILED;
 	}
 	reader->seen_bytes = true;
@@ -242,11 +201,11 @@ static void log_header_wait_end(const struct connection *conn,
 	char lb[NETADDR_TEXT_SIZE];
 
 	/* Every connection passes here: format only for a line to log. */
-	if (conn->end == END_HEADER_TIMEOUT)
+	if (conn->end == METRICS_END_HEADER_TIMEOUT)
 		log_error("lb=%s: no complete PROXY header after %d s",
 			  netaddr_format(&conn->lb_addr, lb, sizeof lb),
 			  opts->header_timeout_ms / 1000);
-	else if (conn->end == END_HEADER_TRUNCATED)
+	else if (conn->end == METRICS_END_HEADER_TRUNCATED)
 		log_error("lb=%s: closed in the middle of the PROXY header",
 			  netaddr_format(&conn->lb_addr, lb, sizeof lb));
 }
@@ -281,7 +240,7 @@ CONNECTION_PHASE static int read_proxy_header(struct connection *conn,
 		int ready = wait_for_more_header(conn->lb_fd, deadline_ms,
 						 &reader.peer_closed);
 		if (ready <= 0) {
-			conn->end = ready == 0 ? END_HEADER_TIMEOUT : END_ERROR;
+			conn->end = ready == 0 ? METRICS_END_HEADER_TIMEOUT : METRICS_END_ERROR;
 			step = HEADER_FAILED;
 			break;
 		}
@@ -335,7 +294,7 @@ static int take_tproxy_endpoints(struct connection *conn,
 			  netaddr_format(&conn->destination_addr, destination,
 					 sizeof destination),
 			  strerror(error));
-		conn->end = END_ERROR;
+		conn->end = METRICS_END_ERROR;
 		return -1;
 	}
 	if (local > 0) {
@@ -346,14 +305,14 @@ static int take_tproxy_endpoints(struct connection *conn,
 					 sizeof client),
 			  netaddr_format(&conn->destination_addr, destination,
 					 sizeof destination));
-		conn->end = END_NOT_DIVERTED;
+		conn->end = METRICS_END_NOT_DIVERTED;
 		return -1;
 	}
 	conn->spoofed = true;
 	conn->target_addr =
 		endpoint_tproxy_target(opts, &conn->destination_addr);
 	/* Until the relay says otherwise, a failure is ours. */
-	conn->end = END_ERROR;
+	conn->end = METRICS_END_ERROR;
 	return 0;
 }
 
@@ -380,7 +339,7 @@ static int check_header_transport(struct connection *conn,
 		  netaddr_format(&conn->lb_addr, lb, sizeof lb),
 		  header->transport == PROXYHDR_TRANSPORT_DGRAM ? "DGRAM"
 								: "UNSPEC");
-	conn->end = END_BAD_HEADER;
+	conn->end = METRICS_END_BAD_HEADER;
 	return -1;
 }
 
@@ -410,7 +369,7 @@ static int check_not_looping(struct connection *conn)
 
 	if (getsockname(conn->lb_fd, (struct sockaddr *)&ours, &len) != 0) {
 		log_error("getsockname: %s", strerror(errno));
-		conn->end = END_ERROR;
+		conn->end = METRICS_END_ERROR;
 		return -1;
 	}
 	if (netaddr_port(&ours) != netaddr_port(&conn->target_addr))
@@ -423,7 +382,7 @@ static int check_not_looping(struct connection *conn)
 			  netaddr_format(&conn->target_addr, target,
 					 sizeof target),
 			  strerror(errno));
-		conn->end = END_ERROR;
+		conn->end = METRICS_END_ERROR;
 		return -1;
 	}
 	if (local == 0)
@@ -432,7 +391,7 @@ static int check_not_looping(struct connection *conn)
 		  "(this host's address on its listening port)",
 		  netaddr_format(&conn->client_addr, client, sizeof client),
 		  netaddr_format(&conn->target_addr, target, sizeof target));
-	conn->end = END_LOOP;
+	conn->end = METRICS_END_LOOP;
 	return -1;
 }
 
@@ -508,19 +467,19 @@ static void log_connect_failure(const struct connection *conn,
 }
 
 /* What a failed connect to the target means for the summary line. */
-static enum connection_end connect_failure_end(const struct spoof_failure *failure)
+static enum metrics_end connect_failure_end(const struct spoof_failure *failure)
 {
 	switch (failure->step) {
 	case SPOOF_FAMILY:
 	case SPOOF_BIND:
-		return END_BIND_FAILED;
+		return METRICS_END_BIND_FAILED;
 	case SPOOF_CONNECT:
-		return failure->error == ETIMEDOUT ? END_CONNECT_TIMEOUT
-						   : END_BACKEND_REFUSED;
+		return failure->error == ETIMEDOUT ? METRICS_END_CONNECT_TIMEOUT
+						   : METRICS_END_BACKEND_REFUSED;
 	default:
 		/* A socket we cannot set up is not the client's doing:
 		 * end=error, exit 1, so it shows. */
-		return END_ERROR;
+		return METRICS_END_ERROR;
 	}
 }
 
@@ -551,13 +510,13 @@ CONNECTION_PHASE static int connect_backend(struct connection *conn,
 static void take_relay_result(struct connection *conn,
 			      const struct relay_result *result)
 {
-	static const enum connection_end ends[] = {
-		[RELAY_DONE] = END_DONE,
-		[RELAY_B_CLOSED_FIRST] = END_BACKEND_CLOSED,
-		[RELAY_A_RESET] = END_CLIENT_RESET,
-		[RELAY_B_RESET] = END_BACKEND_RESET,
-		[RELAY_IDLE] = END_IDLE_TIMEOUT,
-		[RELAY_ERROR] = END_ERROR,
+	static const enum metrics_end ends[] = {
+		[RELAY_DONE] = METRICS_END_DONE,
+		[RELAY_B_CLOSED_FIRST] = METRICS_END_BACKEND_CLOSED,
+		[RELAY_A_RESET] = METRICS_END_CLIENT_RESET,
+		[RELAY_B_RESET] = METRICS_END_BACKEND_RESET,
+		[RELAY_IDLE] = METRICS_END_IDLE_TIMEOUT,
+		[RELAY_ERROR] = METRICS_END_ERROR,
 	};
 
 	conn->end = ends[result->end];
@@ -615,54 +574,33 @@ static void log_connection_summary(const struct connection *conn)
 		(unsigned long long)conn->bytes_up,
 		(unsigned long long)conn->bytes_down,
 		(long long)(monotonic_ms() - conn->start_ms),
-		end_names[conn->end]);
+		metrics_end_name(conn->end));
 }
-
-/* The shared counters' name for each end: the same names, in metrics.h. */
-static const enum metrics_end metrics_end_of[] = {
-	[END_DONE] = METRICS_END_DONE,
-	[END_BACKEND_CLOSED] = METRICS_END_BACKEND_CLOSED,
-	[END_HEALTH] = METRICS_END_HEALTH,
-	[END_NOT_ALLOWED] = METRICS_END_NOT_ALLOWED,
-	[END_NOT_DIVERTED] = METRICS_END_NOT_DIVERTED,
-	[END_NO_HEADER] = METRICS_END_NO_HEADER,
-	[END_BAD_HEADER] = METRICS_END_BAD_HEADER,
-	[END_HEADER_TIMEOUT] = METRICS_END_HEADER_TIMEOUT,
-	[END_HEADER_TRUNCATED] = METRICS_END_HEADER_TRUNCATED,
-	[END_BIND_FAILED] = METRICS_END_BIND_FAILED,
-	[END_BACKEND_REFUSED] = METRICS_END_BACKEND_REFUSED,
-	[END_CONNECT_TIMEOUT] = METRICS_END_CONNECT_TIMEOUT,
-	[END_CLIENT_RESET] = METRICS_END_CLIENT_RESET,
-	[END_BACKEND_RESET] = METRICS_END_BACKEND_RESET,
-	[END_IDLE_TIMEOUT] = METRICS_END_IDLE_TIMEOUT,
-	[END_LOOP] = METRICS_END_LOOP,
-	[END_ERROR] = METRICS_END_ERROR,
-};
 
 /* The connection's end into the shared counters, once, before it closes. */
 static void count_end(struct metrics *metrics, const struct connection *conn)
 {
-	metrics_count_end(metrics, metrics_end_of[conn->end]);
+	metrics_count_end(metrics, conn->end);
 	metrics_add_bytes(metrics, conn->bytes_up, conn->bytes_down);
-	if (conn->end == END_BAD_HEADER)
+	if (conn->end == METRICS_END_BAD_HEADER)
 		metrics_count_bad_header(metrics, conn->header_error);
-	if (conn->end == END_BIND_FAILED || conn->end == END_BACKEND_REFUSED ||
-	    conn->end == END_CONNECT_TIMEOUT)
+	if (conn->end == METRICS_END_BIND_FAILED || conn->end == METRICS_END_BACKEND_REFUSED ||
+	    conn->end == METRICS_END_CONNECT_TIMEOUT)
 		metrics_count_connect_failure(metrics, conn->connect_error);
 }
 
-static bool is_normal_end(enum connection_end end)
+static bool is_normal_end(enum metrics_end end)
 {
-	return end == END_DONE || end == END_BACKEND_CLOSED ||
-	       end == END_HEALTH;
+	return end == METRICS_END_DONE || end == METRICS_END_BACKEND_CLOSED ||
+	       end == METRICS_END_HEALTH;
 }
 
 /* Ends the connection the way its end calls for: a RST where something failed. */
 static void close_connection(struct connection *conn)
 {
 	bool abort = !is_normal_end(conn->end) &&
-		     conn->end != END_NOT_ALLOWED &&
-		     conn->end != END_NOT_DIVERTED && conn->end != END_LOOP;
+		     conn->end != METRICS_END_NOT_ALLOWED &&
+		     conn->end != METRICS_END_NOT_DIVERTED && conn->end != METRICS_END_LOOP;
 
 	if (conn->backend_fd >= 0) {
 		if (abort)
@@ -703,7 +641,7 @@ static int identify_load_balancer(struct connection *conn,
 /* A check without a client that carried nothing, whoever closed it and how. */
 static bool is_health_check(const struct connection *conn)
 {
-	return (is_normal_end(conn->end) || conn->end == END_CLIENT_RESET) &&
+	return (is_normal_end(conn->end) || conn->end == METRICS_END_CLIENT_RESET) &&
 	       !conn->spoofed && conn->bytes_up == 0 && conn->bytes_down == 0;
 }
 
@@ -734,7 +672,7 @@ CONNECTION_PHASE static int narrow_to_relay(struct connection *conn,
 	    sandbox_install_filter(&opts->sandbox, SANDBOX_RELAY) == 0)
 		return 0;
 	log_error("narrowing the sandbox for the relay: %s", strerror(errno));
-	conn->end = END_ERROR;
+	conn->end = METRICS_END_ERROR;
 	return -1;
 }
 
@@ -747,7 +685,7 @@ static void relay_connection(struct connection *conn,
 		  &result);
 	take_relay_result(conn, &result);
 	if (is_health_check(conn))
-		conn->end = END_HEALTH;
+		conn->end = METRICS_END_HEALTH;
 }
 
 /*
@@ -761,7 +699,7 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		 struct metrics *metrics, bool last)
 {
 	struct connection conn = {.lb_fd = lb_fd, .backend_fd = -1,
-				  .tproxy = opts->tproxy, .end = END_ERROR};
+				  .tproxy = opts->tproxy, .end = METRICS_END_ERROR};
 
 	conn.start_ms = monotonic_ms();
 	metrics_count_accepted(metrics);
@@ -775,9 +713,9 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		return EXIT_SYSTEM;
 	}
 	if (identified > 0) {
-		conn.end = END_HEALTH;
+		conn.end = METRICS_END_HEALTH;
 	} else if (!is_allowed_peer(&conn, allowed)) {
-		conn.end = END_NOT_ALLOWED;
+		conn.end = METRICS_END_NOT_ALLOWED;
 	} else if (take_endpoints(&conn, opts) == 0 &&
 		   connect_backend(&conn, opts) == 0) {
 		keep_alive(&conn);
@@ -789,7 +727,7 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 	/* Counted first: once a peer sees the close, a scrape shows it. */
 	count_end(metrics, &conn);
 	close_connection(&conn);
-	return conn.end == END_ERROR ? EXIT_SYSTEM : 0;
+	return conn.end == METRICS_END_ERROR ? EXIT_SYSTEM : 0;
 }
 
 int connection_run(int lb_fd, const struct sockaddr_storage *accepted_peer,

@@ -200,6 +200,11 @@ static const char *const end_names[METRICS_END_COUNT] = {
 	[METRICS_END_ERROR] = "error",
 };
 
+const char *metrics_end_name(enum metrics_end end)
+{
+	return end_names[end];
+}
+
 /* The ends that are refusals: the connection never reached the target. */
 static const enum metrics_end refusals[] = {
 	METRICS_END_NOT_ALLOWED,    METRICS_END_NOT_DIVERTED,

@@ -22,25 +22,28 @@
 
 #include "proxyhdr.h"
 
-/* How a connection ended: the end= names of the -v 2 summary line. */
+/*
+ * How a connection ended: the end= reasons of the -v 2 summary line, and
+ * the labels of the ended and refused counters. connection.c decides them.
+ */
 enum metrics_end {
-	METRICS_END_DONE,
-	METRICS_END_BACKEND_CLOSED,
-	METRICS_END_HEALTH,
-	METRICS_END_NOT_ALLOWED,
-	METRICS_END_NOT_DIVERTED,
-	METRICS_END_NO_HEADER,
-	METRICS_END_BAD_HEADER,
-	METRICS_END_HEADER_TIMEOUT,
-	METRICS_END_HEADER_TRUNCATED,
-	METRICS_END_BIND_FAILED,
-	METRICS_END_BACKEND_REFUSED,
-	METRICS_END_CONNECT_TIMEOUT,
-	METRICS_END_CLIENT_RESET,
-	METRICS_END_BACKEND_RESET,
-	METRICS_END_IDLE_TIMEOUT,
-	METRICS_END_LOOP,
-	METRICS_END_ERROR,
+	METRICS_END_DONE,             /* both sides closed, the client first */
+	METRICS_END_BACKEND_CLOSED,   /* both sides closed, the backend first */
+	METRICS_END_HEALTH,           /* a check: connect and close, or LOCAL/UNKNOWN with no data */
+	METRICS_END_NOT_ALLOWED,      /* the load balancer is not in the allowed subnets */
+	METRICS_END_NOT_DIVERTED,     /* --tproxy: addressed to this host, not diverted */
+	METRICS_END_NO_HEADER,        /* the first bytes are not PROXY protocol */
+	METRICS_END_BAD_HEADER,       /* a PROXY header that breaks the spec */
+	METRICS_END_HEADER_TIMEOUT,   /* no complete header in time */
+	METRICS_END_HEADER_TRUNCATED, /* the load balancer closed in the middle of the header */
+	METRICS_END_BIND_FAILED,      /* could not take the client's address */
+	METRICS_END_BACKEND_REFUSED,  /* the target refused or is unreachable */
+	METRICS_END_CONNECT_TIMEOUT,  /* the target did not answer in time */
+	METRICS_END_CLIENT_RESET,     /* the load balancer side reset; the backend was reset too */
+	METRICS_END_BACKEND_RESET,    /* the backend reset; the client was reset too */
+	METRICS_END_IDLE_TIMEOUT,     /* no byte either way for --idle-timeout; both reset */
+	METRICS_END_LOOP,             /* --dynamic-destination named mmproxy itself */
+	METRICS_END_ERROR,            /* a system call failed */
 	METRICS_END_COUNT,
 };
 
@@ -128,6 +131,9 @@ struct metrics *metrics_open(void);
 
 void metrics_count_accepted(struct metrics *m);
 void metrics_count_end(struct metrics *m, enum metrics_end end);
+
+/* END's name: "done", "client-reset"... as the summary line shows it. */
+const char *metrics_end_name(enum metrics_end end);
 void metrics_count_bad_header(struct metrics *m, enum proxyhdr_error error);
 void metrics_add_bytes(struct metrics *m, uint64_t up, uint64_t down);
 /* error: the errno of the failed bind() or connect(); 0 for a family mismatch. */

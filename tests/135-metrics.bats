@@ -12,14 +12,7 @@ load helpers/metrics
 LOADGEN=$REPO/tests/bench/loadgen
 
 setup_file() {
-	[ -x /usr/bin/curl ] || {
-		echo "# curl is missing: apt-get install curl" >&2
-		return 1
-	}
-	/usr/bin/python3 -c 'import prometheus_client.parser' || {
-		echo "# python3-prometheus-client is missing: apt-get install python3-prometheus-client" >&2
-		return 1
-	}
+	require_scrape_tools
 	require_executable "$LOADGEN"
 	common_setup_file
 }

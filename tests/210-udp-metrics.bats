@@ -13,14 +13,7 @@ LB2=127.0.0.2
 
 setup_file() {
 	require_executable "$UDPCLIENT"
-	[ -x /usr/bin/curl ] || {
-		echo "# curl is missing: apt-get install curl" >&2
-		return 1
-	}
-	/usr/bin/python3 -c 'import prometheus_client.parser' || {
-		echo "# python3-prometheus-client is missing: apt-get install python3-prometheus-client" >&2
-		return 1
-	}
+	require_scrape_tools
 	common_setup_file
 }
 

@@ -24,15 +24,6 @@ fd_targets() {
 	done
 }
 
-# The number the next open() would get: with RLIMIT_NOFILE there, none can.
-lowest_free_fd() {
-	local fd=0
-	while [ -e "/proc/$1/fd/$fd" ]; do
-		fd=$((fd + 1))
-	done
-	echo "$fd"
-}
-
 # A plain connection through mmproxy works end to end.
 assert_relay_works() {
 	local client=$1 output

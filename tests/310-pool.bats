@@ -32,15 +32,6 @@ fd_targets() {
 	for fd in /proc/"$1"/fd/*; do readlink "$fd"; done | sort | tr '\n' ' '
 }
 
-# The number the next open() would get: with RLIMIT_NOFILE there, none can.
-lowest_free_fd() {
-	local fd=0
-	while [ -e "/proc/$1/fd/$fd" ]; do
-		fd=$((fd + 1))
-	done
-	echo "$fd"
-}
-
 # The mmproxy processes in the test's namespace.
 mmproxy_processes() {
 	local pid

@@ -45,6 +45,7 @@
 #                                 only for processes this test started
 #   children_of PID               PIDs whose parent is PID, one a line
 #   fd_count PID                  how many fds PID has open
+#   lowest_free_fd PID            the number PID's next open() would get
 #   cpu_ticks PID                 user + system CPU time of PID, in ticks
 #   cpu_ticks_during PID SECONDS  ticks PID uses over the next SECONDS
 #   field NAME LINE               the value of NAME=VALUE in LINE
@@ -215,6 +216,14 @@ cpu_ticks_during() {
 fd_count() {
 	local fds=(/proc/"$1"/fd/*)
 	echo "${#fds[@]}"
+}
+
+lowest_free_fd() {
+	local fd=0
+	while [ -e "/proc/$1/fd/$fd" ]; do
+		fd=$((fd + 1))
+	done
+	echo "$fd"
 }
 
 start_bg() {
