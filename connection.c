@@ -53,6 +53,8 @@ struct connection {
 	 * of a failed bind or connect to the target (0: the families differ). */
 	enum proxyhdr_error header_error;
 	int connect_error;
+	/* Header bytes peeked and left in lb_fd's socket for the relay. */
+	size_t header_unread;
 };
 
 static void log_header_problem(const struct connection *conn,
@@ -129,6 +131,15 @@ static enum header_step judge_header_bytes(struct connection *conn,
 	case PROXYHDR_COMPLETE:
 		/* Until the relay says otherwise, a failure is ours. */
 		conn->end = METRICS_END_ERROR;
+		if (!reader->heap_buffer) {
+			/*
+			 * Left in the socket: the relay's first read takes
+			 * it with the first data and drops it, one read
+			 * where taking it here would make two.
+			 */
+			conn->header_unread = header->header_len;
+			return HEADER_DONE;
+		}
 		return consume_header(conn->lb_fd, reader->buffer,
 				      header->header_len) == 0
 			       ? HEADER_DONE
@@ -213,7 +224,8 @@ static void log_header_wait_end(const struct connection *conn,
 /*
  * Read the PROXY header, however it is split, within the header timeout.
  * We peek, so nothing is taken from the socket until the parser has the
- * whole header; then exactly the header is consumed. While a piece is
+ * whole header; then exactly the header is consumed, by the relay when it
+ * fits the first buffer (header_unread), else here. While a piece is
  * missing, SO_RCVLOWAT is raised past what was peeked, so poll() sleeps
  * until a new byte arrives instead of reporting the unread bytes again.
  * Out of line: a phase of a connection (see stack_layout.h).
@@ -527,26 +539,58 @@ static void take_relay_result(struct connection *conn,
 /* ---- the life of one connection */
 
 /*
- * TCP keepalive on both sockets, so a load balancer or backend that
- * vanished without a FIN or RST (powered off, a firewall forgot the
- * connection) ends the connection and frees its process: after 60 s
- * without traffic a probe, then one every 10 s, and the 6th unanswered
- * one fails the socket, about two minutes in all; the kernel's defaults
- * (2 hours, then 9 probes 75 s apart) would hold the process for over two
- * hours. 60 s is below the idle timeouts of load balancers and NAT tables
- * (typically 350 s and more), so the probes also keep those from dropping a
- * quiet connection, and one probe a minute costs an idle connection nearly
- * nothing. A failure here is not worth ending the connection for.
+ * TCP keepalive, so a load balancer or backend that vanished without a FIN
+ * or RST (powered off, a firewall forgot the connection) ends the
+ * connection and frees its process: after 60 s without traffic a probe,
+ * then one every 10 s, and the 6th unanswered one fails the socket, about
+ * two minutes in all; the kernel's defaults (2 hours, then 9 probes 75 s
+ * apart) would hold the process for over two hours. 60 s is below the idle
+ * timeouts of load balancers and NAT tables (typically 350 s and more), so
+ * the probes also keep those from dropping a quiet connection, and one
+ * probe a minute costs an idle connection nearly nothing.
+ *
+ * A backend on loopback gets none: it cannot vanish without the kernel
+ * telling us (its process's sockets are closed or reset when it dies), and
+ * four system calls per connection are a tenth of a connection's calls.
  */
 enum { KEEPALIVE_IDLE_S = 60, KEEPALIVE_INTERVAL_S = 10, KEEPALIVE_PROBES = 6 };
 
-static void keep_alive(const struct connection *conn)
+static int keep_alive(int fd)
 {
-	if (set_keepalive(conn->lb_fd, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S,
-			  KEEPALIVE_PROBES) != 0 ||
-	    set_keepalive(conn->backend_fd, KEEPALIVE_IDLE_S,
-			  KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES) != 0)
+	return set_keepalive(fd, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S,
+			     KEEPALIVE_PROBES);
+}
+
+/* A failure here is not worth ending the connection for. */
+static void keep_backend_alive(const struct connection *conn)
+{
+	if (!netaddr_is_loopback(&conn->target_addr) &&
+	    keep_alive(conn->backend_fd) != 0)
 		log_error("TCP keepalive: %s", strerror(errno));
+}
+
+/*
+ * Our own accept loop's listening socket: what every accepted socket
+ * needs is set once here, since accepted sockets inherit it (keepalive,
+ * TCP_NODELAY so small messages go at once). TCP_DEFER_ACCEPT lets the
+ * kernel hand a load balancer's connection over only once its first bytes
+ * (the PROXY header) are in, which saves the connection process a wake-up
+ * and a poll(); a connection still silent after about a second is handed
+ * over then, and its header timeout starts. Not with --tproxy: a client
+ * of a protocol where the server speaks first would wait.
+ */
+int connection_prepare_listener(int listen_fd, const struct options *opts)
+{
+	enum { DEFER_ACCEPT_S = 1 };
+
+	if (keep_alive(listen_fd) != 0 ||
+	    set_int_option(listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
+		return -1;
+	if (!opts->tproxy &&
+	    set_int_option(listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT,
+			   DEFER_ACCEPT_S) != 0)
+		return -1;
+	return 0;
 }
 
 static void log_connection_summary(const struct connection *conn)
@@ -595,12 +639,20 @@ static bool is_normal_end(enum metrics_end end)
 	       end == METRICS_END_HEALTH;
 }
 
-/* Ends the connection the way its end calls for: a RST where something failed. */
+/*
+ * Ends the connection the way its end calls for: a RST where something
+ * failed. A header still in the socket is taken out first on a clean close
+ * (a refused loop), since closing over unread bytes sends a RST.
+ */
 static void close_connection(struct connection *conn)
 {
 	bool abort = !is_normal_end(conn->end) &&
 		     conn->end != METRICS_END_NOT_ALLOWED &&
 		     conn->end != METRICS_END_NOT_DIVERTED && conn->end != METRICS_END_LOOP;
+
+	if (!abort && conn->header_unread > 0)
+		(void)recv(conn->lb_fd, NULL, conn->header_unread,
+			   MSG_TRUNC | MSG_DONTWAIT);
 
 	if (conn->backend_fd >= 0) {
 		if (abort)
@@ -616,7 +668,8 @@ static void close_connection(struct connection *conn)
 
 /*
  * Who is the load balancer? Our accept loop already knows, and made the
- * socket non-blocking; with a socket from inetd or systemd, ask. Returns 0,
+ * socket non-blocking and set its options (connection_prepare_listener());
+ * with a socket from inetd or systemd, ask, and set them here. Returns 0,
  * 1 when the peer is already gone (a check that connected and reset at
  * once, as haproxy's do), or -1 on a system error.
  */
@@ -635,6 +688,9 @@ static int identify_load_balancer(struct connection *conn,
 	if (set_nonblocking(conn->lb_fd) != 0 ||
 	    set_int_option(conn->lb_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
 		return errno == ECONNRESET ? 1 : -1;
+	/* Not worth ending the connection for (see keep_alive()). */
+	if (keep_alive(conn->lb_fd) != 0)
+		log_error("TCP keepalive: %s", strerror(errno));
 	return 0;
 }
 
@@ -682,7 +738,8 @@ static void relay_connection(struct connection *conn,
 	struct relay_result result;
 
 	relay_run(conn->lb_fd, conn->backend_fd, opts->idle_timeout_ms,
-		  &result);
+		  conn->header_unread, &result);
+	conn->header_unread = 0;
 	take_relay_result(conn, &result);
 	if (is_health_check(conn))
 		conn->end = METRICS_END_HEALTH;
@@ -718,7 +775,7 @@ static int serve(int lb_fd, const struct sockaddr_storage *accepted_peer,
 		conn.end = METRICS_END_NOT_ALLOWED;
 	} else if (take_endpoints(&conn, opts) == 0 &&
 		   connect_backend(&conn, opts) == 0) {
-		keep_alive(&conn);
+		keep_backend_alive(&conn);
 		/* Both sockets set up: the relay needs nothing more. */
 		if (!last || narrow_to_relay(&conn, opts) == 0)
 			relay_connection(&conn, opts);

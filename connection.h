@@ -39,4 +39,12 @@ int connection_run_last(int lb_fd,
 			const struct options *opts,
 			const struct subnets *allowed, struct metrics *metrics);
 
+/*
+ * Set on the accept loop's listening socket what the connections it
+ * accepts inherit and connection_run() then counts on (TCP_NODELAY,
+ * keepalive), and, for PROXY mode, that the kernel hands a connection over
+ * only once its first bytes are in. Returns 0, or -1 with errno.
+ */
+int connection_prepare_listener(int listen_fd, const struct options *opts);
+
 #endif

@@ -465,9 +465,8 @@ static int run_listener(struct listener *l, const struct options *opts)
 	STACK_ALIGN_FOR_ACCEPT_LOOP();
 	l->pid = getpid();
 	l->signal_fd = signals_open_fd();
-	/* Accepted sockets inherit TCP_NODELAY: small messages go at once. */
 	if (l->signal_fd < 0 ||
-	    set_int_option(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0)
+	    connection_prepare_listener(l->listen_fd, opts) != 0)
 		die(EXIT_SYSTEM, "accept loop set-up: %s", strerror(errno));
 	if (opts->connections_per_process == 1) {
 		if (set_nonblocking(l->listen_fd) != 0)

@@ -176,3 +176,18 @@ int netaddr_parse_host(const char *text, struct sockaddr_storage *out)
 	memset(out, 0, sizeof *out);
 	return -1;
 }
+
+bool netaddr_is_loopback(const struct sockaddr_storage *addr)
+{
+	const struct sockaddr_in *in = (const void *)addr;
+	const struct sockaddr_in6 *in6 = (const void *)addr;
+
+	if (addr->ss_family == AF_INET)
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	if (addr->ss_family != AF_INET6)
+		return false;
+	if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+		return true;
+	return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+	       in6->sin6_addr.s6_addr[12] == 127;
+}

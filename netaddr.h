@@ -35,6 +35,9 @@ bool netaddr_same(const struct sockaddr_storage *a,
 /* ::ffff:a.b.c.d becomes the AF_INET address it stands for; else unchanged. */
 void netaddr_unmap(struct sockaddr_storage *addr);
 
+/* An address of the loopback network: 127.0.0.0/8, ::1, ::ffff:127.x.y.z. */
+bool netaddr_is_loopback(const struct sockaddr_storage *addr);
+
 /* "1.2.3.4:80", "[::1]:80", IPv4-mapped shown as IPv4; "-" for no address. */
 const char *netaddr_format(const struct sockaddr_storage *addr, char *out,
 			   size_t size);

@@ -37,6 +37,7 @@ struct relay_direction {
 	int pipe_fds[2]; /* -1 until the direction carries bulk */
 	size_t buffer_start;
 	size_t pending;     /* bytes read and not yet written */
+	size_t skip;        /* bytes still to read and drop (relay_run's a_skip) */
 	bool wants_pipe;    /* the last read filled the buffer */
 	bool read_closed;   /* from_fd sent EOF */
 	bool write_shut;    /* shutdown(to_fd, SHUT_WR) done */
@@ -50,12 +51,13 @@ struct relay_direction {
 enum { SPLICE_CHUNK = 65536 };
 
 static void relay_direction_init(struct relay_direction *dir, int from_fd,
-				 int to_fd)
+				 int to_fd, size_t skip)
 {
 	dir->from_fd = from_fd;
 	dir->to_fd = to_fd;
 	dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
 	dir->buffer_start = dir->pending = 0;
+	dir->skip = skip;
 	dir->wants_pipe = dir->read_closed = dir->write_shut = false;
 	dir->reset = dir->reset_by_from = dir->moved = false;
 	dir->bytes = 0;
@@ -80,13 +82,16 @@ static bool uses_pipe(const struct relay_direction *dir)
 	return dir->pipe_fds[0] >= 0;
 }
 
-/* Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: nothing there now). */
+/*
+ * Returns bytes read, 0 at EOF, -1 with errno (EAGAIN: nothing there now).
+ * Bytes to skip go through the buffer, never a pipe, and are dropped.
+ */
 static ssize_t relay_read(struct relay_direction *dir)
 {
 	ssize_t n;
 
 	/* Without a pipe (EMFILE...), the buffer still does the job. */
-	if (dir->wants_pipe && !uses_pipe(dir) &&
+	if (dir->wants_pipe && dir->skip == 0 && !uses_pipe(dir) &&
 	    pipe2(dir->pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0)
 		dir->pipe_fds[0] = dir->pipe_fds[1] = -1;
 	dir->wants_pipe = false;
@@ -99,8 +104,10 @@ static ssize_t relay_read(struct relay_direction *dir)
 			n = read(dir->from_fd, dir->buffer, sizeof dir->buffer);
 	} while (n < 0 && errno == EINTR);
 	if (n > 0) {
-		dir->pending = (size_t)n;
-		dir->buffer_start = 0;
+		size_t dropped = dir->skip < (size_t)n ? dir->skip : (size_t)n;
+		dir->skip -= dropped;
+		dir->pending = (size_t)n - dropped;
+		dir->buffer_start = dropped;
 		dir->wants_pipe = (size_t)n == sizeof dir->buffer;
 	}
 	return n;
@@ -130,10 +137,12 @@ static ssize_t relay_write(struct relay_direction *dir)
 /*
  * Move what can be moved now without blocking. readable/writable come from
  * poll(); after a read we write at once, since the other socket is almost
- * always ready, which saves a poll() round per message.
+ * always ready, which saves a poll() round per message. other_done: the
+ * other direction is over, so this one's end is the relay's, and its
+ * shutdown() is left to the caller's close(), which sends the same FIN.
  */
 static void relay_shovel(struct relay_direction *dir, bool readable,
-			 bool writable)
+			 bool writable, bool other_done)
 {
 	bool just_read = false;
 
@@ -160,7 +169,8 @@ static void relay_shovel(struct relay_direction *dir, bool readable,
 	}
 	if (dir->read_closed && dir->pending == 0 && !dir->write_shut) {
 		/* Half-close: the other direction keeps flowing. */
-		if (shutdown(dir->to_fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+		if (!other_done && shutdown(dir->to_fd, SHUT_WR) != 0 &&
+		    errno != ENOTCONN) {
 			dir->reset = true;
 			return;
 		}
@@ -216,19 +226,25 @@ static int idle_wait_ms(int idle_timeout_ms, int64_t last_moved_ms)
 /*
  * Relay until both directions are done: each side's EOF becomes a
  * shutdown(SHUT_WR) of the other side; a reset on either side resets both.
- * Out of line: a phase of a connection (see stack_layout.h).
+ * Bytes to skip are known to be in a's socket, so a is read at once,
+ * before any poll(). Out of line: a phase of a connection (see
+ * stack_layout.h).
  */
 CONNECTION_PHASE void relay_run(int a_fd, int b_fd, int idle_timeout_ms,
-				struct relay_result *result)
+				size_t a_skip, struct relay_result *result)
 {
 	struct relay_direction up, down; /* up: a to b */
 	bool b_closed_first = false, a_hung_up = false, b_hung_up = false;
 	int64_t last_moved_ms = monotonic_ms();
 
-	relay_direction_init(&up, a_fd, b_fd);
-	relay_direction_init(&down, b_fd, a_fd);
+	relay_direction_init(&up, a_fd, b_fd, a_skip);
+	relay_direction_init(&down, b_fd, a_fd, 0);
 	result->end = RELAY_DONE;
+	if (a_skip > 0)
+		relay_shovel(&up, true, false, false);
 	while (!(up.write_shut && down.write_shut)) {
+		if (up.reset || down.reset)
+			break;
 		short a_wanted = relay_events_for(&up, &down);
 		short b_wanted = relay_events_for(&down, &up);
 		struct pollfd fds[2] = {
@@ -263,15 +279,11 @@ CONNECTION_PHASE void relay_run(int a_fd, int b_fd, int idle_timeout_ms,
 		b_hung_up |= b_wanted == 0 && (b_events & POLLHUP);
 		bool was_down_open = !down.read_closed;
 		relay_shovel(&up, a_events & (POLLIN | POLLHUP | POLLRDHUP),
-			     b_events & POLLOUT);
+			     b_events & POLLOUT, down.write_shut);
 		relay_shovel(&down, b_events & (POLLIN | POLLHUP | POLLRDHUP),
-			     a_events & POLLOUT);
-		if (up.reset || down.reset) {
-			bool a_failed = up.reset ? up.reset_by_from
-						 : !down.reset_by_from;
-			result->end = a_failed ? RELAY_A_RESET : RELAY_B_RESET;
+			     a_events & POLLOUT, up.write_shut);
+		if (up.reset || down.reset)
 			break;
-		}
 		if (up.moved || down.moved) {
 			last_moved_ms = monotonic_ms();
 			up.moved = down.moved = false;
@@ -282,6 +294,10 @@ CONNECTION_PHASE void relay_run(int a_fd, int b_fd, int idle_timeout_ms,
 			result->end = RELAY_ERROR;
 			break;
 		}
+	}
+	if (up.reset || down.reset) {
+		bool a_failed = up.reset ? up.reset_by_from : !down.reset_by_from;
+		result->end = a_failed ? RELAY_A_RESET : RELAY_B_RESET;
 	}
 	if (result->end == RELAY_DONE && b_closed_first)
 		result->end = RELAY_B_CLOSED_FIRST;

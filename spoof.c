@@ -81,6 +81,29 @@ static int finish_connect(int fd, int timeout_ms)
 	return error;
 }
 
+/*
+ * Connect without blocking; returns 0 or an errno value. To a backend on
+ * this host the handshake is over before connect() returns EINPROGRESS
+ * (loopback delivers the SYN-ACK at once), and a second connect() says so
+ * with 0, one call where poll() and SO_ERROR are two. EALREADY: still
+ * going, so wait; any other error is the connection's own.
+ */
+static int connect_now(int fd, const struct sockaddr_storage *to,
+		       int timeout_ms)
+{
+	const struct sockaddr *addr = (const struct sockaddr *)to;
+
+	if (connect(fd, addr, netaddr_length(to)) == 0)
+		return 0;
+	if (errno != EINPROGRESS)
+		return errno;
+	if (connect(fd, addr, netaddr_length(to)) == 0 || errno == EISCONN)
+		return 0;
+	if (errno != EALREADY && errno != EINPROGRESS)
+		return errno;
+	return finish_connect(fd, timeout_ms);
+}
+
 /* One attempt, from from's port or, when any_port, one the kernel picks. */
 static int try_open(int type, const struct sockaddr_storage *from,
 		    const struct sockaddr_storage *to, bool any_port,
@@ -103,11 +126,7 @@ static int try_open(int type, const struct sockaddr_storage *from,
 			goto fail;
 		}
 	}
-	int error = 0;
-	if (connect(fd, (const struct sockaddr *)to, netaddr_length(to)) != 0)
-		error = errno == EINPROGRESS
-				? finish_connect(fd, opts->connect_timeout_ms)
-				: errno;
+	int error = connect_now(fd, to, opts->connect_timeout_ms);
 	if (error == 0)
 		return fd;
 	fail_at(SPOOF_CONNECT, error, failure);

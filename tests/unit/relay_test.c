@@ -131,7 +131,8 @@ struct relay_child {
 
 /* The child holds a and b only: the ends' fds stay the parent's alone. */
 static int start_relay(const struct ends *e, int a_fd, int b_fd,
-		       bool without_pipes, struct relay_child *child)
+		       bool without_pipes, size_t a_skip,
+		       struct relay_child *child)
 {
 	int fds[2];
 
@@ -147,7 +148,7 @@ static int start_relay(const struct ends *e, int a_fd, int b_fd,
 		close(e->backend);
 		if (without_pipes)
 			use_up_descriptors();
-		relay_run(a_fd, b_fd, 0, &result);
+		relay_run(a_fd, b_fd, 0, a_skip, &result);
 		_exit(write(fds[1], &result, sizeof result) == sizeof result
 			      ? 0
 			      : 2);
@@ -265,6 +266,15 @@ static bool pump(int from, int to, size_t total)
 	return true;
 }
 
+/* After a skipped header that came with the first bytes, or alone. */
+static bool echo_after_header(const struct ends *e)
+{
+	return receives(e->backend, "hello") && send_all(e->backend, "hi") == 0 &&
+	       receives(e->client, "hi") && shutdown(e->client, SHUT_WR) == 0 &&
+	       reads_end(e->backend) == 0 &&
+	       shutdown(e->backend, SHUT_WR) == 0 && reads_end(e->client) == 0;
+}
+
 static bool bulk_both_ways(const struct ends *e)
 {
 	return pump(e->client, e->backend, BULK) &&
@@ -277,6 +287,10 @@ struct relay_case {
 	const char *name;
 	bool (*scenario)(const struct ends *e);
 	bool without_pipes;
+	/* Sent by the client before the relay starts, of which a_skip bytes
+	 * are the relay's to drop, as connection.c does with a header. */
+	const char *prelude;
+	size_t a_skip;
 	enum relay_end end;
 	uint64_t bytes_a_to_b; /* UINT64_MAX: not checked (a reset) */
 	uint64_t bytes_b_to_a;
@@ -284,17 +298,26 @@ struct relay_case {
 
 static const struct relay_case cases[] = {
 	{"the client's half-close reaches the backend, whose reply still flows",
-	 client_half_closes_first, false, RELAY_DONE, 5, 10},
+	 client_half_closes_first, false, "", 0, RELAY_DONE, 5, 10},
 	{"the backend's half-close reaches the client, whose bytes still flow",
-	 backend_half_closes_first, false, RELAY_B_CLOSED_FIRST, 3, 6},
+	 backend_half_closes_first, false, "", 0, RELAY_B_CLOSED_FIRST, 3, 6},
 	{"a reset from the client ends the relay as the client's",
-	 client_resets, false, RELAY_A_RESET, 3, 0},
+	 client_resets, false, "", 0, RELAY_A_RESET, 3, 0},
 	{"a reset from the backend ends the relay as the backend's",
-	 backend_resets, false, RELAY_B_RESET, 0, 3},
+	 backend_resets, false, "", 0, RELAY_B_RESET, 0, 3},
 	{"1 MiB each way arrives intact through splice()", bulk_both_ways,
-	 false, RELAY_DONE, BULK, BULK},
+	 false, "", 0, RELAY_DONE, BULK, BULK},
 	{"1 MiB each way arrives intact when no pipe can be made",
-	 bulk_both_ways, true, RELAY_DONE, BULK, BULK},
+	 bulk_both_ways, true, "", 0, RELAY_DONE, BULK, BULK},
+	{"skipped bytes are dropped and what came with them is relayed",
+	 echo_after_header, false, "PROXY-HEADERhello", 12, RELAY_DONE, 5, 2},
+	{"skipped bytes that came alone are dropped, and later bytes flow",
+	 client_half_closes_first, false, "PROXY-HEADER", 12, RELAY_DONE, 5,
+	 10},
+	{"after skipped bytes, 1 MiB each way arrives intact through splice()",
+	 bulk_both_ways, false, "PROXY-HEADER", 12, RELAY_DONE, BULK, BULK},
+	{"after skipped bytes, 1 MiB each way arrives intact without a pipe",
+	 bulk_both_ways, true, "PROXY-HEADER", 12, RELAY_DONE, BULK, BULK},
 };
 
 static void run_case(const struct relay_case *c)
@@ -306,7 +329,9 @@ static void run_case(const struct relay_case *c)
 
 	if (tcp_pair(&e.client, &a_fd) != 0 ||
 	    tcp_pair(&e.backend, &b_fd) != 0 ||
-	    start_relay(&e, a_fd, b_fd, c->without_pipes, &child) != 0) {
+	    send_all(e.client, c->prelude) != 0 ||
+	    start_relay(&e, a_fd, b_fd, c->without_pipes, c->a_skip,
+			&child) != 0) {
 		fail(c->name, "set-up: %s", strerror(errno));
 		return;
 	}
