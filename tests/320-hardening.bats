@@ -99,23 +99,40 @@ refute_log() {
 	[[ $(conn_line '192\.0\.2\.84:40000') == *" end=done" ]]
 }
 
-@test "both sockets of a relayed connection have TCP keepalive on" {
-	backend_start echo "$(port 1)"
-	mmproxy_start_listener "$(port 0)" "$(port 1)"
+# keepalive_timers CLIENT LISTEN_PORT BACKEND_PORT: mmproxy's end of the
+# load balancer's connection on LISTEN_PORT, then its end of the connection
+# from CLIENT to the backend, as `ss -o` shows them (timers included).
+keepalive_timers() {
+	wait_until 5 eval "[ -n \"\$(netns_exec ss -tnoH state established '( dport = :$3 )' | grep -F '$1')\" ]" ||
+		return 1
+	netns_exec ss -tnoH state established "( sport = :$2 )"
+	netns_exec ss -tnoH state established "( dport = :$3 )" | grep -F "$1"
+}
 
-	start_bg client "$PPCLIENT" -2 -s 192.0.2.85:40000 -n 10 --hold-ms 5000 -w 10 \
+@test "the load balancer's socket has TCP keepalive on, and the backend's unless the backend is on loopback" {
+	# A second backend address that is not loopback, on lo, with the
+	# README's rule for its replies.
+	netns_exec ip addr add 192.0.2.200/32 dev lo
+	netns_exec ip rule add from 192.0.2.200 iif lo table 123
+	backend_start echo "$(port 1)" -t "192.0.2.200:$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	start_bg mmproxy-far "$MMPROXY" -l "127.0.0.1:$(port 2)" -4 "192.0.2.200:$(port 1)" \
+		--allowed-subnets "$ALLOWED_SUBNETS" -v 2
+	wait_for_listen "$(port 2)"
+
+	start_bg near "$PPCLIENT" -2 -s 192.0.2.85:40000 -n 10 --hold-ms 5000 -w 10 \
 		"127.0.0.1:$(port 0)"
-	wait_for_file_lines "$BACKEND_ACCEPTS" 1
-	# mmproxy's end of the load balancer's connection, and its end of the
-	# backend connection (from the client's address).
-	local lb_side backend_side
-	wait_until 5 eval '[ -n "$(netns_exec ss -tnoH state established "( sport = :$(port 0) )")" ]'
-	lb_side=$(netns_exec ss -tnoH state established "( sport = :$(port 0) )")
-	backend_side=$(netns_exec ss -tnoH state established "( dport = :$(port 1) )")
-	echo "# lb side: $lb_side"
-	echo "# backend side: $backend_side"
-	[[ $lb_side == *"timer:(keepalive,"* ]]
-	[[ $backend_side == *"192.0.2.85:40000"*"timer:(keepalive,"* ]]
+	start_bg far "$PPCLIENT" -2 -s 192.0.2.86:40000 -n 10 --hold-ms 5000 -w 10 \
+		"127.0.0.1:$(port 2)"
+	local near far
+	near=$(keepalive_timers 192.0.2.85:40000 "$(port 0)" "$(port 1)")
+	far=$(keepalive_timers 192.0.2.86:40000 "$(port 2)" "$(port 1)")
+	echo "# loopback backend: $near"
+	echo "# 192.0.2.200 backend: $far"
+	[ "$(grep -c 'timer:(keepalive,' <<<"$near")" = 1 ]
+	[[ $(head -n 1 <<<"$near") == *"timer:(keepalive,"* ]]
+	[ "$(grep -c 'timer:(keepalive,' <<<"$far")" = 2 ]
+	[[ $(tail -n 1 <<<"$far") == *"192.0.2.200:$(port 1)"*"timer:(keepalive,"* ]]
 }
 
 # ---- the header's transport
