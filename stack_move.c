@@ -18,7 +18,8 @@
  * as it started: the move saves memory, and nothing depends on it.
  *
  * Holds no logging: nothing is set up to log to yet, and a refusal is not
- * an error worth a line.
+ * an error worth a line. Every system call here comes before main() proper,
+ * so before the sandbox: no filter has to allow any of them.
  */
 #define _GNU_SOURCE
 #include "stack_move.h"
