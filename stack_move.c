@@ -72,11 +72,11 @@ struct process_layout {
 
 /* The new region, from its lowest address up. */
 struct moved_stack {
-	char *region;      /* the guard's start: what munmap() takes */
+	char *region; /* the guard's start: what munmap() takes */
 	size_t region_size;
-	char *stack_low;   /* the stack proper, up to stack_top */
-	char *stack_top;   /* page-aligned; the copies start here */
-	char **argv;       /* the copies: argv[], environ[], then the text */
+	char *stack_low; /* the stack proper, up to stack_top */
+	char *stack_top; /* page-aligned; the copies start here */
+	char **argv;	 /* the copies: argv[], environ[], then the text */
 	char **envp;
 	char *args_text, *env_text, *text_end;
 };
@@ -84,8 +84,7 @@ struct moved_stack {
 /* ---- where the kernel put things */
 
 /* Field `wanted` (1-based, as in proc(5)) of a stat line's fields. */
-static bool stat_field(const char *after_name, int wanted,
-		       unsigned long *value)
+static bool stat_field(const char *after_name, int wanted, unsigned long *value)
 {
 	/* after_name starts at field 3, the state letter. */
 	const char *p = after_name;
@@ -190,20 +189,20 @@ static bool map_region(const struct process_layout *layout, size_t copies_size,
 {
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	uintptr_t heap = layout->start_brk & ~(page - 1);
-	size_t open_size = STACK_SIZE + ((copies_size + page - 1) & ~(page - 1));
+	size_t open_size =
+		STACK_SIZE + ((copies_size + page - 1) & ~(page - 1));
 	size_t region_size = GUARD_SIZE + open_size;
 
 	if (heap < region_size + GAP_BELOW_HEAP * page)
 		return false;
 	char *wanted = (char *)(heap - GAP_BELOW_HEAP * page - region_size);
-	char *region = mmap(wanted, region_size, PROT_NONE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-			    -1, 0);
+	char *region =
+		mmap(wanted, region_size, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (region == MAP_FAILED)
 		return false;
-	if (region != wanted ||
-	    mprotect(region + GUARD_SIZE, open_size,
-		     PROT_READ | PROT_WRITE) != 0) {
+	if (region != wanted || mprotect(region + GUARD_SIZE, open_size,
+					 PROT_READ | PROT_WRITE) != 0) {
 		munmap(region, region_size);
 		return false;
 	}
@@ -272,8 +271,8 @@ static void repoint_globals(const struct moved_stack *moved)
 
 	environ = moved->envp;
 	program_invocation_name = moved->argv[0];
-	program_invocation_short_name = slash != NULL ? (char *)slash + 1
-						      : moved->argv[0];
+	program_invocation_short_name =
+		slash != NULL ? (char *)slash + 1 : moved->argv[0];
 }
 
 /*
@@ -293,9 +292,10 @@ static bool prepare(int argc, char **argv, struct moved_stack *moved)
 		return false;
 	size_t text_size = strings_size(argv, &arg_count) +
 			   strings_size(environ, &env_count);
-	size_t copies_size = (arg_count + 1 + env_count + 1) * sizeof(char *) +
-			     text_size;
-	if (arg_count != (size_t)argc || !map_region(&layout, copies_size, moved))
+	size_t copies_size =
+		(arg_count + 1 + env_count + 1) * sizeof(char *) + text_size;
+	if (arg_count != (size_t)argc ||
+	    !map_region(&layout, copies_size, moved))
 		return false;
 	copy_command_line(argc, argv, env_count, moved);
 	if (madvise((void *)old_low, old_high - old_low, MADV_DONTFORK) != 0) {
