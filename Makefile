@@ -60,13 +60,13 @@ PURE_OBJS = proxyhdr.o subnets.o text.o netaddr.o options.o endpoint.o \
 	    flowtable.o
 SYSTEM_OBJS = mmproxy.o log.o sockets.o signals.o spoof.o connection.o \
 	      relay.o listener.o pool.o udp.o check.o netlink.o sandbox.o \
-	      metrics.o metrics_http.o reload.o
+	      metrics.o metrics_http.o reload.o stack_move.o
 OBJS = $(PURE_OBJS) $(SYSTEM_OBJS)
 SOURCES = $(OBJS:.o=.c)
 HEADERS = proxyhdr.h subnets.h text.h netaddr.h options.h endpoint.h log.h \
 	  sockets.h signals.h spoof.h connection.h relay.h listener.h pool.h udp.h \
 	  check.h netlink.h stack_layout.h flowtable.h sandbox.h metrics.h \
-	  metrics_http.h reload.h
+	  metrics_http.h reload.h stack_move.h
 
 mmproxy: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(ALL_LDFLAGS)

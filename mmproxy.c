@@ -10,9 +10,10 @@
  * One process per connection: a small accept loop forks, or inetd/systemd
  * hand us the connection on fd 0 or fd 3. UDP is a separate long-lived mode.
  *
- * This file is main() and nothing else: the standard fds made safe, the
- * options and what the process was handed turned into a mode (options.c
- * decides), the allowed subnets loaded, and the mode's entry point called.
+ * This file is main() and nothing else: the move to a stack next to the
+ * heap (stack_move.h), the standard fds made safe, the options and what
+ * the process was handed turned into a mode (options.c decides), the
+ * allowed subnets loaded, and the mode's entry point called.
  * The README's "How the code is laid out" lists the other files.
  */
 #define _GNU_SOURCE
@@ -39,6 +40,7 @@
 #include "sandbox.h"
 #include "signals.h"
 #include "sockets.h"
+#include "stack_move.h"
 #include "subnets.h"
 #include "text.h"
 #include "udp.h"
@@ -283,7 +285,8 @@ static int run_long_lived(enum launch_mode mode, int activated_fd,
 	return udp_run(activated_fd, opts, allowed, metrics, metrics_pid);
 }
 
-int main(int argc, char **argv)
+/* main() proper, run on the stack stack_move.h sets up where it can. */
+static int run_mmproxy(int argc, char **argv)
 {
 	struct options opts;
 	struct subnets table;
@@ -335,4 +338,9 @@ int main(int argc, char **argv)
 	if (allowed != NULL)
 		subnets_free(&table);
 	return status;
+}
+
+int main(int argc, char **argv)
+{
+	return stack_move_run(argc, argv, run_mmproxy);
 }

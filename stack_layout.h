@@ -23,6 +23,10 @@
  *    must then be out of line), so that the 3.5 KiB below it fit in that
  *    page, where a frame starting anywhere would straddle two or three.
  *
+ * The stack is usually stack_move.h's, just below the heap, not the one the
+ * kernel set up; the alignment is worked out from a frame's address, so it
+ * holds on either.
+ *
  * Both depend on the compiler's frame layout, which no standard promises:
  * the two-page test is what guards them. Two more habits in listener.c
  * serve the same end and are explained where they are: the fork is

@@ -203,6 +203,63 @@ assert_relay_works() {
 	[ "$worst" -le 8 ]
 }
 
+# mapping_of ADDRESS MAPS_FILE: the /proc/PID/maps line holding ADDRESS
+# (a number), or nothing.
+mapping_of() {
+	local range start end
+	while read -r range _; do
+		start=$((0x${range%-*}))
+		end=$((0x${range#*-}))
+		if ((start <= $1 && $1 < end)); then
+			grep -m1 "^$range " "$2"
+			return 0
+		fi
+	done <"$2"
+}
+
+# The address AT_EXECFN (31) has in /proc/PID/auxv: the program's name, at
+# the top of the stack the kernel set up.
+execfn_address() {
+	od -An -t u8 -w16 -v "/proc/$1/auxv" | awk '$1 == 31 {print $2; exit}'
+}
+
+@test "a connection process runs on a stack just below its heap, above a 1 MiB guard, and has no copy of the original stack" {
+	[[ $MMPROXY != *-asan ]] || skip "a sanitizer build keeps the stack it started on"
+	backend_start echo "$(port 1)"
+	mmproxy_start_listener "$(port 0)" "$(port 1)"
+	start_bg held "$PPCLIENT" -1 -s 192.0.2.51:10000 -t hi \
+		--hold-until "$TEST_DIR/release" --half-close -w 60 "127.0.0.1:$(port 0)"
+	held_pid=$BG_PID
+	wait_for_file_lines "$BACKEND_ACCEPTS" 1
+	child=$(busy_children_of "$MMPROXY_PID" | head -n 1)
+	cp "/proc/$child/maps" "$TEST_DIR/child.maps"
+	cp "/proc/$MMPROXY_PID/maps" "$TEST_DIR/listener.maps"
+	touch "$TEST_DIR/release"
+	wait_for_exit "$held_pid" 30
+	cat "$TEST_DIR/child.maps"
+
+	# Guard, stack, one free page, heap: three lines in a row.
+	run grep -B2 ' \[heap\]$' "$TEST_DIR/child.maps"
+	[ "${#lines[@]}" -eq 3 ]
+	read -r guard guard_perms _ <<<"${lines[0]}"
+	read -r stack stack_perms _ <<<"${lines[1]}"
+	read -r heap _ <<<"${lines[2]}"
+	[[ ${lines[1]} == *' [stack]' ]]
+	[ "$guard_perms" = ---p ]
+	[ "$stack_perms" = rw-p ]
+	[ $((0x${guard#*-})) -eq $((0x${stack%-*})) ]
+	[ $((0x${guard#*-} - 0x${guard%-*})) -eq $((1024 * 1024)) ]
+	[ $((0x${stack#*-} - 0x${stack%-*})) -ge $((256 * 1024)) ]
+	[ $((0x${stack#*-} + 4096)) -eq $((0x${heap%-*})) ]
+
+	# The kernel's stack, where the program's name still is, is the
+	# listener's alone.
+	execfn=$(execfn_address "$MMPROXY_PID")
+	[ -n "$execfn" ]
+	[ -n "$(mapping_of "$execfn" "$TEST_DIR/listener.maps")" ]
+	[ -z "$(mapping_of "$execfn" "$TEST_DIR/child.maps")" ]
+}
+
 @test "a v2 header with a wrong CRC32C is refused and never reaches the backend" {
 	backend_start echo "$(port 1)"
 	mmproxy_start_listener "$(port 0)" "$(port 1)"

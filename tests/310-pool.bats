@@ -7,7 +7,8 @@
 # that is gone and a SIGHUP reload let established connections finish and
 # take no new ones into old processes; running out of descriptors in a
 # waiting process only pauses it; an idle connection stays at two pages in a
-# process that served others before.
+# process that served others before; ps and pgrep -f find every process by
+# its command line.
 
 load helpers/common
 
@@ -221,6 +222,30 @@ finish_held_connection() {
 	finish_held_connection
 	wait_for_exit "$busy" 10
 	is_alive "$MMPROXY_PID"
+}
+
+@test "ps and pgrep -f find the listener and its connection processes by their command line, and a connection process shows its real argv and environment" {
+	backend_start echo "$(port 1)"
+	export MMPROXY_TEST_MARK="pool naming $BATS_TEST_NUMBER"
+	mmproxy_start_listener "$(port 0)" "$(port 1)" --min-spare 2
+	hold_one_connection 192.0.2.90:40000
+	child=$(busy_children_of "$MMPROXY_PID")
+	[ -n "$child" ]
+	expected="$MMPROXY -l 127.0.0.1:$(port 0) -4 127.0.0.1:$(port 1) -6 [::1]:$(port 1) --allowed-subnets $ALLOWED_SUBNETS -v 2 --min-spare 2"
+
+	echo "# ps: $(ps -o args= -p "$child")"
+	[ "$(ps -o args= -p "$child")" = "$expected" ]
+	[ "$(ps -o args= -p "$MMPROXY_PID")" = "$expected" ]
+	[ "$(tr '\0' ' ' <"/proc/$child/cmdline")" = "$expected " ]
+	tr '\0' '\n' <"/proc/$child/environ" | grep -qx "MMPROXY_TEST_MARK=$MMPROXY_TEST_MARK"
+	# Every process of this mmproxy, and nothing else, by its command line.
+	found=$(pgrep -f -- "-l 127\.0\.0\.1:$(port 0) " | sort -n)
+	echo "# pgrep: $(echo $found); ours: $(mmproxy_processes | sort -n | tr '\n' ' ')"
+	[ "$found" = "$(mmproxy_processes | sort -n)" ]
+	grep -qx "$child" <<<"$found"
+	grep -qx "$MMPROXY_PID" <<<"$found"
+	[ "$(wc -l <<<"$found")" -ge 3 ]
+	finish_held_connection
 }
 
 @test "an idle connection held by a process that served connections before owns at most two pages" {

@@ -6,7 +6,8 @@
 # header naming a datagram client is refused on a TCP connection; running
 # without --allowed-subnets is said at start-up, and refused with
 # --dynamic-destination, which also refuses to connect to mmproxy itself;
-# a socket-activated process keeps no socket it does not use.
+# a socket-activated process keeps no socket it does not use; with standard
+# error closed, every process logs through syslog.
 
 load helpers/common
 
@@ -296,4 +297,21 @@ with open(sys.argv[1], \"ab\", 0) as f:
 	# Two processes, one line each, tagged mmproxy[PID] by syslog(3).
 	[ "$(grep -c 'no --allowed-subnets' "$SYSLOG_FILE")" -eq 2 ]
 	[ "$(grep 'no --allowed-subnets' "$SYSLOG_FILE" | grep -oE 'mmproxy\[[0-9]+\]' | sort -u | wc -l)" -eq 2 ]
+}
+
+@test "a listener started with standard error closed logs its connections through syslog, from the connection processes" {
+	backend_start echo "$(port 1)"
+	start_with_private_syslog bash -c 'exec 2>&- "$@"' mmproxy "$MMPROXY" \
+		-l "127.0.0.1:$(port 0)" -4 "127.0.0.1:$(port 1)" --allowed-subnets "$ALLOWED_SUBNETS" -v 2
+	wait_for_listen "$(port 0)"
+	run ppclient -2 -s 192.0.2.91:40000 -t hello --half-close -w 10 "127.0.0.1:$(port 0)"
+	[ "$(field end "$output")" = eof ]
+	[ "$(field received "$output")" = 5 ]
+	wait_for_log "$SYSLOG_FILE" "conn client=192\.0\.2\.91:40000 .*end=done"
+	cat "$SYSLOG_FILE"
+	# Logged by a connection process, whose parent is the listener.
+	pid=$(grep -E "conn client=192\.0\.2\.91:40000 " "$SYSLOG_FILE" | grep -oE 'mmproxy\[[0-9]+\]' | tr -dc 0-9)
+	listener=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status")
+	[ "$(readlink "/proc/$listener/exe")" = "$(readlink -f "$MMPROXY")" ]
+	[ "$(readlink "/proc/$(awk '/^PPid:/ {print $2}' "/proc/$listener/status")/exe")" != "$(readlink -f "$MMPROXY")" ]
 }
