@@ -181,13 +181,14 @@ run_pool_child(struct listener *l, int slot, const struct options *opts)
 		 * capability and the relay's filter. (A stop request that
 		 * comes later finds it with its connection's filter.)
 		 */
+		unsigned long lines_before = log_lines_written();
 		if (pool_child_is_last_connection(&child))
 			status = connection_run_last(fd, &peer, opts,
 						     l->allowed, l->metrics);
 		else
 			status = connection_run(fd, &peer, opts, l->allowed,
 						l->metrics);
-		pool_child_served(&child);
+		pool_child_served(&child, log_lines_written() != lines_before);
 		/* After a system error, a fresh process takes over. */
 		if (status != 0)
 			break;

@@ -30,6 +30,13 @@ void log_set_verbosity(int level);
 /* Would a message of this level be logged? Saves formatting one that would not. */
 bool log_wants(int level);
 
+/*
+ * Lines formatted so far by this process. A line takes a few KiB of stack
+ * (two line buffers, vsnprintf, syslog): a pool's connection process gives
+ * those pages back only after a connection that logged.
+ */
+unsigned long log_lines_written(void);
+
 /* One line, whatever the verbosity; errno is kept. */
 __attribute__((format(printf, 2, 3))) void log_msg(int priority,
 						   const char *fmt, ...);

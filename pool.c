@@ -426,9 +426,10 @@ int pool_child_accept(struct pool_child *child, struct sockaddr_storage *peer)
  * The stack pages below the serving loop's: a connection that logged went
  * deeper than its relay does, and those pages would stay dirty, and the
  * process's own, while it holds its next connection idle (tests/300 counts
- * two pages). Giving them back also leaves nothing of the last connection
- * there. The page holding this frame, and a margin below for the call
- * itself, is kept; everything under it is dead once a connection is done.
+ * two pages). The bytes a connection carried are not left there either
+ * way: the relay and the header reader clear their own buffers. The page
+ * holding this frame, and a margin below for the call itself, is kept;
+ * everything under it is dead once a connection is done.
  */
 enum { STACK_MARGIN = 512, STACK_PAGES_DROPPED = 8 };
 
@@ -444,10 +445,17 @@ __attribute__((noinline)) static void drop_stack_below_here(void)
 		STACK_PAGES_DROPPED * page, MADV_DONTNEED);
 }
 
-void pool_child_served(struct pool_child *child)
+void pool_child_served(struct pool_child *child, bool logged)
 {
 	child->served++;
-	drop_stack_below_here();
+	/*
+	 * A connection that logged nothing reached no deeper than the next
+	 * will: its pages are the ones that one dirties again, and leaving
+	 * them saves a system call and a page-table walk per connection. The
+	 * first connection also clears what starting the process left.
+	 */
+	if (logged || child->served == 1)
+		drop_stack_below_here();
 }
 
 void pool_child_leave(struct pool_child *child)

@@ -124,8 +124,11 @@ void pool_child_leave(struct pool_child *child);
 enum { POOL_ACCEPT_BACKOFF_MS = 100 };
 int pool_child_accept(struct pool_child *child, struct sockaddr_storage *peer);
 
-/* After each connection, whatever its end. */
-void pool_child_served(struct pool_child *child);
+/*
+ * After each connection, whatever its end. logged: the connection wrote a
+ * log line, which went deeper into the stack than a relay does.
+ */
+void pool_child_served(struct pool_child *child, bool logged);
 
 /*
  * Will this process take no other connection? True once its connection
