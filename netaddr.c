@@ -183,11 +183,11 @@ bool netaddr_is_loopback(const struct sockaddr_storage *addr)
 	const struct sockaddr_in6 *in6 = (const void *)addr;
 
 	if (addr->ss_family == AF_INET)
-		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == IN_LOOPBACKNET;
 	if (addr->ss_family != AF_INET6)
 		return false;
 	if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
 		return true;
 	return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
-	       in6->sin6_addr.s6_addr[12] == 127;
+	       in6->sin6_addr.s6_addr[12] == IN_LOOPBACKNET;
 }

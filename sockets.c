@@ -134,16 +134,10 @@ void close_with_reset(int fd)
  */
 int is_local_address(const struct sockaddr_storage *addr)
 {
-	const struct sockaddr_in *in = (const void *)addr;
-	const struct sockaddr_in6 *in6 = (const void *)addr;
 	struct sockaddr_storage source;
 	socklen_t len = sizeof source;
 
-	if (addr->ss_family == AF_INET &&
-	    (ntohl(in->sin_addr.s_addr) >> 24) == IN_LOOPBACKNET)
-		return 1;
-	if (addr->ss_family == AF_INET6 &&
-	    IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+	if (netaddr_is_loopback(addr))
 		return 1;
 	int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
